@@ -1,0 +1,215 @@
+"""The hash-chained, append-only audit trail: appending records and verifying the chain."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.db.models import AuditChainHead, AuditEvent
+
+GENESIS_HASH = "0" * 64
+CHAIN_ID = 1
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Who did something, from where: taken from the request and session, never from form fields."""
+
+    user_id: str | None = None
+    roles: tuple[str, ...] = ()
+    session_hash: str | None = None
+    client_addr: str | None = None
+    request_id: str | None = None
+
+
+SYSTEM_CONTEXT = AuditContext(user_id=None, roles=("system",))
+
+
+def record_hash(
+    *,
+    seq: int,
+    at: datetime,
+    user_id: str | None,
+    roles: Sequence[str],
+    session_hash: str | None,
+    client_addr: str | None,
+    action: str,
+    object_type: str | None,
+    object_ids: Sequence[str],
+    outcome: str,
+    request_id: str | None,
+    model: str | None,
+    detail: dict[str, Any],
+    prev_hash: str,
+) -> str:
+    payload = {
+        "seq": seq,
+        "at": at.isoformat(timespec="microseconds"),
+        "user_id": user_id,
+        "roles": list(roles),
+        "session_hash": session_hash,
+        "client_addr": client_addr,
+        "action": action,
+        "object_type": object_type,
+        "object_ids": list(object_ids),
+        "outcome": outcome,
+        "request_id": request_id,
+        "model": model,
+        "detail": detail,
+        "prev_hash": prev_hash,
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def hash_of_event(event: AuditEvent) -> str:
+    return record_hash(
+        seq=event.seq,
+        at=event.at,
+        user_id=event.user_id,
+        roles=event.roles or [],
+        session_hash=event.session_hash,
+        client_addr=event.client_addr,
+        action=event.action,
+        object_type=event.object_type,
+        object_ids=event.object_ids or [],
+        outcome=event.outcome,
+        request_id=event.request_id,
+        model=event.model,
+        detail=event.detail or {},
+        prev_hash=event.prev_hash,
+    )
+
+
+async def _lock_head(session: AsyncSession) -> AuditChainHead:
+    stmt = select(AuditChainHead).where(AuditChainHead.id == CHAIN_ID)
+    if session.bind is not None and session.bind.dialect.name != "sqlite":
+        stmt = stmt.with_for_update()
+    head = (await session.execute(stmt)).scalar_one_or_none()
+    if head is None:
+        head = AuditChainHead(id=CHAIN_ID, last_seq=0, last_hash=GENESIS_HASH, anchor_seq=0, anchor_hash=GENESIS_HASH)
+        session.add(head)
+        await session.flush()
+    return head
+
+
+async def append_audit(
+    session: AsyncSession,
+    *,
+    at: datetime,
+    action: str,
+    context: AuditContext = SYSTEM_CONTEXT,
+    object_type: str | None = None,
+    object_ids: Iterable[str] = (),
+    outcome: str = "allowed",
+    model: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one record inside the caller's transaction, so the record commits (or not) with the action.
+
+    The chain head row is locked (FOR UPDATE on PostgreSQL; SQLite serialises writers) so appends from
+    several portal processes form one chain.
+    """
+    head = await _lock_head(session)
+    seq = head.last_seq + 1
+    ids = [str(i) for i in object_ids]
+    detail = detail or {}
+    digest = record_hash(
+        seq=seq,
+        at=at,
+        user_id=context.user_id,
+        roles=list(context.roles),
+        session_hash=context.session_hash,
+        client_addr=context.client_addr,
+        action=action,
+        object_type=object_type,
+        object_ids=ids,
+        outcome=outcome,
+        request_id=context.request_id,
+        model=model,
+        detail=detail,
+        prev_hash=head.last_hash,
+    )
+    event = AuditEvent(
+        seq=seq,
+        at=at,
+        user_id=context.user_id,
+        roles=list(context.roles),
+        session_hash=context.session_hash,
+        client_addr=context.client_addr,
+        action=action,
+        object_type=object_type,
+        object_ids=ids,
+        outcome=outcome,
+        request_id=context.request_id,
+        model=model,
+        detail=detail,
+        prev_hash=head.last_hash,
+        hash=digest,
+    )
+    session.add(event)
+    head.last_seq = seq
+    head.last_hash = digest
+    await session.flush()
+    return event
+
+
+@dataclass
+class ChainReport:
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def _events_in_order(session: AsyncSession, batch: int = 2000) -> AsyncIterator[AuditEvent]:
+    last = -1
+    while True:
+        rows = (
+            (await session.execute(select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)))
+            .scalars()
+            .all()
+        )
+        if not rows:
+            return
+        for row in rows:
+            yield row
+        last = rows[-1].seq
+
+
+async def verify_chain(session: AsyncSession) -> ChainReport:
+    """Walk the chain and name every modified, deleted, inserted or reordered record. Never repairs anything."""
+    report = ChainReport()
+    head = (await session.execute(select(AuditChainHead).where(AuditChainHead.id == CHAIN_ID))).scalar_one_or_none()
+    expected_prev = head.anchor_hash if head else GENESIS_HASH
+    expected_seq = (head.anchor_seq if head else 0) + 1
+    async for event in _events_in_order(session):
+        report.checked += 1
+        if event.seq != expected_seq:
+            if event.seq > expected_seq:
+                report.problems.append(f"records {expected_seq}..{event.seq - 1} are missing (deleted) before record {event.seq}")
+            else:
+                report.problems.append(f"record {event.seq} is out of place (expected {expected_seq})")
+        if event.prev_hash != expected_prev:
+            report.problems.append(f"record {event.seq}: link to the previous record is broken (inserted, deleted or reordered)")
+        actual = hash_of_event(event)
+        if actual != event.hash:
+            report.problems.append(f"record {event.seq}: content was modified (hash mismatch)")
+        expected_prev = event.hash
+        expected_seq = event.seq + 1
+    if head is not None:
+        if head.last_seq != expected_seq - 1 or head.last_hash != expected_prev:
+            report.problems.append(
+                f"chain head says the last record is {head.last_seq}, but the table ends at {expected_seq - 1}: "
+                "records at the end were deleted or added outside Enclave"
+            )
+    return report

