@@ -1,0 +1,1 @@
+"""Checks of deploy/: Compose, Kubernetes, vLLM profiles, the air-gapped wheelhouse."""
