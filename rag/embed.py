@@ -100,10 +100,14 @@ class SentenceTransformerEmbedder(_AsyncMixin):
         if config.max_seq_length:
             self._model.max_seq_length = config.max_seq_length
         self._path = path
+        self._name = "all-MiniLM-L6-v2" if config.model_path is None else os.path.basename(os.path.normpath(path))
         self._batch_size = config.batch_size
         self._tokenizer = self._model.tokenizer
         self._lock = threading.Lock()
-        dim = self._model.get_sentence_embedding_dimension()
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension
+        )
+        dim = get_dim()
         if not dim:
             raise EmbedderError(f"model at {path} does not report its embedding dimension")
         self._dim = int(dim)
@@ -114,7 +118,7 @@ class SentenceTransformerEmbedder(_AsyncMixin):
 
     @property
     def model_name(self) -> str:
-        return os.path.basename(os.path.normpath(self._path))
+        return self._name
 
     @property
     def max_seq_length(self) -> int:

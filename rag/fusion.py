@@ -1,0 +1,81 @@
+"""Fuse the dense and the sparse candidate lists into one ranking."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from rag.types import SearchHit
+
+FusionMethod = Literal["rrf", "minmax", "zscore"]
+
+
+@dataclass(frozen=True, slots=True)
+class FusionConfig:
+    method: FusionMethod = "minmax"
+    dense_weight: float = 0.5
+    rrf_k: int = 60
+
+
+def rrf(dense: Sequence[SearchHit], sparse: Sequence[SearchHit], k: int = 60) -> list[SearchHit]:
+    scores: dict[str, float] = {}
+    hits: dict[str, SearchHit] = {}
+    for ranking in (dense, sparse):
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (k + rank)
+            hits.setdefault(hit.chunk_id, hit)
+    return _ranked(hits, scores)
+
+
+def _minmax(hits: Sequence[SearchHit]) -> dict[str, float]:
+    if not hits:
+        return {}
+    top = max(hit.score for hit in hits)
+    low = min(hit.score for hit in hits)
+    span = top - low
+    return {hit.chunk_id: (hit.score - low) / span if span > 0 else 1.0 for hit in hits}
+
+
+def _zscore(hits: Sequence[SearchHit]) -> dict[str, float]:
+    if not hits:
+        return {}
+    values = [hit.score for hit in hits]
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    if std == 0:
+        return {hit.chunk_id: 0.0 for hit in hits}
+    return {hit.chunk_id: (hit.score - mean) / std for hit in hits}
+
+
+def _ranked(hits: dict[str, SearchHit], scores: dict[str, float]) -> list[SearchHit]:
+    order = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))
+    return [replace(hits[chunk_id], score=scores[chunk_id]) for chunk_id in order]
+
+
+def weighted_scores(
+    dense: Sequence[SearchHit], sparse: Sequence[SearchHit], method: FusionMethod, dense_weight: float
+) -> list[SearchHit]:
+    normalise = _minmax if method == "minmax" else _zscore
+    dense_norm, sparse_norm = normalise(dense), normalise(sparse)
+    # A candidate missing from one list scored below that list's cut-off: count it as the floor.
+    dense_floor = min(dense_norm.values(), default=0.0)
+    sparse_floor = min(sparse_norm.values(), default=0.0)
+    hits = {hit.chunk_id: hit for hit in (*sparse, *dense)}
+    scores = {
+        chunk_id: dense_weight * dense_norm.get(chunk_id, dense_floor)
+        + (1.0 - dense_weight) * sparse_norm.get(chunk_id, sparse_floor)
+        for chunk_id in hits
+    }
+    return _ranked(hits, scores)
+
+
+def fuse(dense: Sequence[SearchHit], sparse: Sequence[SearchHit], config: FusionConfig | None = None) -> list[SearchHit]:
+    config = config or FusionConfig()
+    if not dense:
+        return list(sparse)
+    if not sparse:
+        return list(dense)
+    if config.method == "rrf":
+        return rrf(dense, sparse, config.rrf_k)
+    return weighted_scores(dense, sparse, config.method, config.dense_weight)

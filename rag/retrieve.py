@@ -1,0 +1,94 @@
+"""Find the passages an asker may read: dense, sparse or fused hybrid search, optionally reranked."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from rag.embed import Embedder, Reranker
+from rag.fusion import FusionConfig, fuse
+from rag.sparse import Bm25Encoder
+from rag.store import VectorStore, require_access
+from rag.types import AccessFilter, SearchHit, SearchMode
+
+_MODES = ("hybrid", "dense", "sparse")
+
+
+class Retriever:
+    def __init__(
+        self,
+        embedder: Embedder,
+        store: VectorStore,
+        reranker: Reranker | None = None,
+        *,
+        sparse_encoder: Bm25Encoder | None = None,
+        fusion: FusionConfig | None = None,
+        candidates: int = 100,
+        rerank_candidates: int = 30,
+    ) -> None:
+        self.embedder = embedder
+        self.store = store
+        self.reranker = reranker
+        self.sparse_encoder = sparse_encoder or Bm25Encoder()
+        self.fusion = fusion or FusionConfig()
+        # Each list contributes this many candidates to fusion; more helps recall, costs little.
+        self.candidates = candidates
+        self.rerank_candidates = rerank_candidates
+
+    async def search_all_modes(
+        self, query: str, access: AccessFilter, limit: int | None = None
+    ) -> dict[str, list[SearchHit]]:
+        """Dense, sparse and hybrid rankings from one store round trip (evaluation uses this)."""
+        access = require_access(access)
+        limit = limit or self.candidates
+        dense_vector = await self.embedder.aembed_query(query)
+        sparse_vector = self.sparse_encoder.encode_query(query)
+        results = await self.store.search(access, limit, dense=dense_vector, sparse=sparse_vector)
+        return {
+            "dense": results.dense,
+            "sparse": results.sparse,
+            "hybrid": fuse(results.dense, results.sparse, self.fusion),
+        }
+
+    async def search(
+        self, query: str, access: AccessFilter, top_k: int = 10, mode: SearchMode = "hybrid"
+    ) -> list[SearchHit]:
+        access = require_access(access)
+        if mode not in _MODES:
+            raise ValueError(f"unknown search mode {mode!r}; expected one of {', '.join(_MODES)}")
+        if top_k <= 0 or not access.collection_ids or not query.strip():
+            return []
+        limit = max(self.candidates, top_k)
+        if mode == "dense":
+            vector = await self.embedder.aembed_query(query)
+            hits = (await self.store.search(access, limit, dense=vector)).dense
+        elif mode == "sparse":
+            sparse = self.sparse_encoder.encode_query(query)
+            hits = (await self.store.search(access, limit, sparse=sparse)).sparse
+        else:
+            hits = (await self.search_all_modes(query, access, limit))["hybrid"]
+        if self.reranker is not None:
+            hits = await self.rerank(query, hits, top_k)
+        return hits[:top_k]
+
+    async def rerank(self, query: str, hits: list[SearchHit], top_k: int) -> list[SearchHit]:
+        if self.reranker is None or not hits:
+            return hits
+        head = hits[: max(self.rerank_candidates, top_k)]
+        scores = await self.reranker.ascore(query, [hit.text for hit in head])
+        rescored = [replace(hit, score=score) for hit, score in zip(head, scores, strict=True)]
+        rescored.sort(key=lambda hit: -hit.score)
+        return rescored + hits[len(head) :]
+
+
+async def gather_searches(
+    retriever: Retriever, queries: list[tuple[str, AccessFilter]], concurrency: int = 4
+) -> list[dict[str, list[SearchHit]]]:
+    """Run many all-mode searches with bounded concurrency (evaluation and benchmarks)."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(query: str, access: AccessFilter) -> dict[str, list[SearchHit]]:
+        async with semaphore:
+            return await retriever.search_all_modes(query, access)
+
+    return list(await asyncio.gather(*(one(q, a) for q, a in queries)))
