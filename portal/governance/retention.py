@@ -1,0 +1,162 @@
+"""Retention policies: how long a person's conversations are kept, decided from their roles.
+
+The rule (also in docs/privacy.md):
+1. Each role may have a policy (``retention_policies``); a role without one counts as the default period
+   (``settings.default_retention_days``, 90 days unless configured).
+2. A person with several roles gets the SHORTEST of their roles' periods: the most protective rule wins.
+3. Unless one or more of their roles' policies is marked ``overrides_shorter``: then the LONGEST of those
+   overriding policies applies (for example a records-keeping role that must keep conversations a year).
+4. 0 days means zero retention: the conversation is never written down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.audit import AuditContext, append_audit
+from portal.db.models import RetentionPolicy
+
+# The same default as Settings.default_retention_days; callers with settings pass theirs.
+DEFAULT_RETENTION_DAYS = 90
+
+
+@dataclass(frozen=True)
+class RetentionDecision:
+    """How long, and which policy decided it (named in purge receipts)."""
+
+    days: int
+    policy: str  # "role:<name>" or "default"
+
+    @property
+    def zero_retention(self) -> bool:
+        return self.days == 0
+
+
+def decide_retention(
+    policies: dict[str, RetentionPolicy], roles: Iterable[str], default_days: int = DEFAULT_RETENTION_DAYS
+) -> RetentionDecision:
+    """The rule above on already-loaded policies (the purge decides for many people with one query)."""
+    role_list = sorted(set(roles))
+    overriding = [policies[r] for r in role_list if r in policies and policies[r].overrides_shorter]
+    if overriding:
+        longest = max(overriding, key=lambda p: (p.conversation_days, p.role))
+        return RetentionDecision(longest.conversation_days, f"role:{longest.role}")
+    candidates: list[RetentionDecision] = []
+    for role in role_list:
+        policy = policies.get(role)
+        candidates.append(
+            RetentionDecision(policy.conversation_days, f"role:{role}")
+            if policy
+            else RetentionDecision(default_days, "default")
+        )
+    if not candidates:
+        return RetentionDecision(default_days, "default")
+    return min(candidates, key=lambda d: (d.days, d.policy))
+
+
+async def load_policies(session: AsyncSession) -> dict[str, RetentionPolicy]:
+    rows = (await session.execute(select(RetentionPolicy))).scalars().all()
+    return {p.role: p for p in rows}
+
+
+async def retention_decision(
+    session: AsyncSession, roles: Iterable[str], *, default_days: int = DEFAULT_RETENTION_DAYS
+) -> RetentionDecision:
+    role_list = sorted(set(roles))
+    rows = (
+        (await session.execute(select(RetentionPolicy).where(RetentionPolicy.role.in_(role_list)))).scalars().all()
+        if role_list
+        else []
+    )
+    return decide_retention({p.role: p for p in rows}, role_list, default_days)
+
+
+async def conversation_retention_days(
+    session: AsyncSession, roles: Iterable[str], *, default_days: int = DEFAULT_RETENTION_DAYS
+) -> int:
+    """Days a conversation of someone holding `roles` is kept after its last activity; 0 = never written down.
+
+    Chat passes ``default_days=settings.default_retention_days``.
+    """
+    return (await retention_decision(session, roles, default_days=default_days)).days
+
+
+# Administration (the retention admin page) ----------------------------------------------------------------
+
+
+class PolicyError(ValueError):
+    """A policy edit that cannot be applied; the message is shown to the admin as is."""
+
+
+async def list_policies(session: AsyncSession) -> Sequence[RetentionPolicy]:
+    return (await session.execute(select(RetentionPolicy).order_by(RetentionPolicy.role))).scalars().all()
+
+
+async def save_policy(
+    session: AsyncSession,
+    *,
+    role: str,
+    conversation_days: int,
+    overrides_shorter: bool,
+    allow_general_answers: bool,
+    now: datetime,
+    context: AuditContext,
+) -> RetentionPolicy:
+    """Create or update the policy of one role (audited with before and after)."""
+    role = role.strip()
+    if not role or len(role) > 64:
+        raise PolicyError("Give the role a name of 1 to 64 characters.")
+    if conversation_days < 0 or conversation_days > 36500:
+        raise PolicyError("Days must be between 0 (zero retention) and 36500.")
+    policy = (await session.execute(select(RetentionPolicy).where(RetentionPolicy.role == role))).scalar_one_or_none()
+    before = _policy_dict(policy) if policy else None
+    if policy is None:
+        policy = RetentionPolicy(role=role, created_at=now)
+        session.add(policy)
+    policy.conversation_days = conversation_days
+    policy.overrides_shorter = overrides_shorter
+    policy.allow_general_answers = allow_general_answers
+    policy.updated_at = now
+    await session.flush()
+    await append_audit(
+        session,
+        at=now,
+        action="retention.policy_saved",
+        context=context,
+        object_type="retention_policy",
+        object_ids=[policy.id],
+        detail={"before": before, "after": _policy_dict(policy)},
+    )
+    return policy
+
+
+async def delete_policy(session: AsyncSession, *, role: str, now: datetime, context: AuditContext) -> None:
+    policy = (await session.execute(select(RetentionPolicy).where(RetentionPolicy.role == role))).scalar_one_or_none()
+    if policy is None:
+        raise PolicyError(f"There is no retention policy for the role {role!r}.")
+    before = _policy_dict(policy)
+    await session.delete(policy)
+    await session.flush()
+    await append_audit(
+        session,
+        at=now,
+        action="retention.policy_deleted",
+        context=context,
+        object_type="retention_policy",
+        object_ids=[policy.id],
+        detail={"before": before},
+    )
+
+
+def _policy_dict(policy: RetentionPolicy) -> dict[str, object]:
+    return {
+        "role": policy.role,
+        "conversation_days": policy.conversation_days,
+        "overrides_shorter": policy.overrides_shorter,
+        "allow_general_answers": policy.allow_general_answers,
+    }
