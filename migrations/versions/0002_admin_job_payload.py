@@ -1,0 +1,27 @@
+"""admin: ingestion_jobs.payload (the file a replace brings, the version a job writes)
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | Sequence[str] | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("ingestion_jobs") as batch:
+        batch.add_column(sa.Column("payload", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("ingestion_jobs") as batch:
+        batch.drop_column("payload")
