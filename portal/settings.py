@@ -124,6 +124,14 @@ class Settings(BaseSettings):
 
     redis_url: str | None = None
 
+    # Chat: limits per role (a person gets the most generous of their roles' values; a role not named gets the default).
+    chat_top_k: int = Field(default=6, ge=1, le=50)  # passages retrieved per question
+    chat_questions_per_minute: int = Field(default=20, ge=1)
+    chat_role_questions_per_minute: dict[str, int] = Field(default_factory=dict)
+    chat_role_max_answer_tokens: dict[str, int] = Field(default_factory=dict)  # default: llm_max_tokens
+    chat_general_answer_roles: list[str] = Field(default_factory=list)  # may get answers when no passage matched
+    chat_stream_sync_s: float = Field(default=1.0, gt=0)  # how often a stream saves progress and checks for Stop
+
     oidc_providers: list[OIDCProviderSettings] = Field(default_factory=list)
     embedded_idp: bool = True  # start the local test identity provider with sample people
     embedded_idp_port: int = 8090
