@@ -17,6 +17,7 @@ from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler, Middleware
 
 from portal.logging import configure_logging
+from portal.metrics import MetricsController, metrics_middleware
 from portal.middleware import request_id_middleware
 from portal.runtime import Runtime
 from portal.settings import Settings
@@ -34,6 +35,9 @@ AreaHook = Callable[[Settings], tuple[Sequence[ControllerRouterHandler], Sequenc
 
 def _area_hooks() -> list[AreaHook]:
     hooks: list[AreaHook] = []
+    from portal.auth import register as register_auth
+
+    hooks.append(register_auth)
     return hooks
 
 
@@ -55,10 +59,11 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Litestar:
 
     route_handlers: list[Any] = [
         HealthController,
+        MetricsController,
         HomeController,
         create_static_files_router(path="/static", directories=[STATIC_DIR], name="static"),
     ]
-    middleware: list[Any] = [request_id_middleware]
+    middleware: list[Any] = [request_id_middleware, metrics_middleware]
     for hook in _area_hooks():
         handlers, extra_middleware = hook(settings)
         route_handlers.extend(handlers)

@@ -90,3 +90,16 @@ def test_log_lines_carry_request_id_and_never_secret_fields(capsys: pytest.Captu
     assert line["request_id"] == "req-12345678"
     assert line["question"] == "[redacted]" and line["cookie"] == "[redacted]"
     assert line["conversation_id"] == "c1"
+
+
+async def test_metrics_are_exposed_for_prometheus(client: AsyncTestClient[Any]) -> None:
+    await client.get("/healthz")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'enclave_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"}' in text
+    assert 'enclave_ingestion_jobs{status="queued"} 0.0' in text
+    for name in ("enclave_llm_time_to_first_token_seconds", "enclave_retrieval_duration_seconds",
+                 "enclave_llm_tokens_per_second", "enclave_purge_runs_total"):
+        assert name in text
