@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.db.models import AuditChainHead, AuditEvent
@@ -213,3 +213,51 @@ async def verify_chain(session: AsyncSession) -> ChainReport:
                 "records at the end were deleted or added outside Enclave"
             )
     return report
+
+
+# Audit retention -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PruneResult:
+    removed: int = 0
+    anchor_seq: int = 0
+    refused: list[str] = field(default_factory=list)
+
+
+async def prune_audit(session: AsyncSession, *, before: datetime, now: datetime, batch: int = 5000) -> PruneResult:
+    """Remove the oldest records, all older than `before`, and move the chain's anchor past them.
+
+    Only a contiguous run from the start of the chain goes, so `verify_chain` still checks everything left.
+    A chain that does not verify is left alone (pruning would hide the evidence) and the refusal returned.
+    """
+    report = await verify_chain(session)
+    if not report.ok:
+        return PruneResult(refused=report.problems)
+    head = await _lock_head(session)
+    first_kept = (
+        await session.execute(select(func.min(AuditEvent.seq)).where(AuditEvent.at >= before))
+    ).scalar_one_or_none()
+    last_to_remove = (first_kept - 1) if first_kept is not None else head.last_seq
+    if last_to_remove <= head.anchor_seq:
+        return PruneResult(anchor_seq=head.anchor_seq)
+    anchor = (await session.execute(select(AuditEvent).where(AuditEvent.seq == last_to_remove))).scalar_one()
+    anchor_hash = anchor.hash
+    removed = 0
+    low = head.anchor_seq
+    while low < last_to_remove:
+        high = min(low + batch, last_to_remove)
+        result = await session.execute(delete(AuditEvent).where(AuditEvent.seq > low, AuditEvent.seq <= high))
+        removed += int(getattr(result, "rowcount", 0) or 0)
+        low = high
+    head.anchor_seq = last_to_remove
+    head.anchor_hash = anchor_hash
+    await session.flush()
+    await append_audit(
+        session,
+        at=now,
+        action="audit.pruned",
+        object_type="audit",
+        detail={"removed": removed, "anchor_seq": last_to_remove, "older_than": before.isoformat()},
+    )
+    return PruneResult(removed=removed, anchor_seq=last_to_remove)

@@ -95,7 +95,10 @@ async def place_hold(
     if not case_reference:
         raise HoldError("Give the case reference the hold belongs to.")
     model = User if subject_type == "user" else Conversation
-    if await session.get(model, subject_id) is None:
+    # On PostgreSQL the subject's row lock orders this hold against a purge batch deleting it (which locks the
+    # same rows): either the purge sees the hold, or the hold finds the subject already gone.
+    locking = session.bind is not None and session.bind.dialect.name != "sqlite"
+    if await session.get(model, subject_id, with_for_update=locking) is None:
         raise HoldError(f"There is no {'person' if subject_type == 'user' else 'conversation'} with id {subject_id!r}.")
     hold = LegalHold(
         subject_type=subject_type,

@@ -49,3 +49,31 @@ async def add_conversation(
         await session.flush()
         session.add(Message(conversation_id=conv.id, role="user", content=text, created_at=last_activity))
         return conv.id
+
+
+@pytest.fixture
+async def store(tmp_path):  # type: ignore[no-untyped-def]
+    """The embedded default vector store (Qdrant Edge), real, on disk."""
+    from rag.store import StoreConfig, open_store
+
+    vector_store = open_store(StoreConfig(path=str(tmp_path / "vectors"), backend="edge", dim=8))
+    await vector_store.ensure_ready()
+    yield vector_store
+    await vector_store.close()
+
+
+async def put_vectors(store, document_id: str, collection_id: str, n: int = 3) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from rag.types import Chunk, SparseVector
+
+    chunks = [
+        Chunk(
+            chunk_id=f"{document_id}:{i}", document_id=document_id, collection_id=collection_id, document_version=1,
+            ordinal=i, text=f"passage {i}", title="t", section="", page=None, token_count=2, content_hash="h",
+        )
+        for i in range(n)
+    ]
+    dense = np.random.default_rng(0).random((n, 8), dtype=np.float32)
+    sparse = [SparseVector(indices=(1, 2), values=(0.5, 0.5)) for _ in range(n)]
+    await store.upsert(chunks, dense, sparse)
