@@ -47,6 +47,7 @@ class Runtime:
     embedder: Embedder | None = None
     embedder_error: str | None = None
     store_error: str | None = None
+    jobs: Any = None  # the in-process indexing workers (portal.jobs.workers), when this process runs them
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @classmethod
@@ -62,6 +63,9 @@ class Runtime:
         """Open the vector store now; load the embedding model in the background so /healthz answers at once."""
         await self._open_store()
         self._tasks.append(asyncio.create_task(self._load_embedder()))
+        from portal.jobs.workers import start_job_workers
+
+        self.jobs = await start_job_workers(self)
 
     async def _open_store(self) -> None:
         from rag.store import StoreConfig, open_store
@@ -110,6 +114,8 @@ class Runtime:
         return self.embedder
 
     async def stop(self) -> None:
+        if self.jobs is not None:
+            await self.jobs.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(BaseException):
