@@ -191,6 +191,12 @@ async def finish_pending_erasures(
 # The deletion paths people and admins use ------------------------------------------------------------------
 
 
+@dataclass
+class ConversationDeletion:
+    erased: ErasedCounts
+    held: bool  # True: refused because of a legal hold (the refusal is audited; nothing was deleted)
+
+
 async def delete_conversation(
     session: AsyncSession,
     conversation_id: str,
@@ -198,11 +204,12 @@ async def delete_conversation(
     *,
     now: datetime,
     as_admin: bool = False,
-) -> ErasedCounts:
-    """A person deletes their own conversation (or an admin any), refused under legal hold. Audited.
+) -> ConversationDeletion:
+    """A person deletes their own conversation (or an admin any); refused under legal hold. Audited either way.
 
-    Runs inside the caller's transaction; call `finish_pending_erasures` after it commits (the scheduled
-    purge also finishes whatever is left). Raises LookupError when the conversation is not theirs.
+    Runs inside the caller's transaction and does not raise for a hold, so the audited refusal commits with
+    it; `delete_conversation_and_files` is the whole path (commit, files and vectors, HeldError).
+    Raises LookupError when the conversation does not exist or is not theirs.
     """
     query = select(Conversation).where(Conversation.id == conversation_id)
     if lock_for_update(session):
@@ -212,7 +219,7 @@ async def delete_conversation(
         raise LookupError("There is no such conversation.")
     if await is_held(session, conversation_id=conversation_id, now=now):
         await audit_skips(session, path="conversation.delete", conversation_ids=[conversation_id], now=now, context=actor)
-        raise HeldError("This conversation is under legal hold and cannot be deleted now.")
+        return ConversationDeletion(erased=ErasedCounts(), held=True)
     erased = await erase_conversation_rows(session, [conversation_id])
     await append_audit(
         session,
@@ -223,7 +230,26 @@ async def delete_conversation(
         object_ids=[conversation_id],
         detail={"kinds": erased.counts, "owner_id": conversation.user_id},
     )
-    return erased
+    return ConversationDeletion(erased=erased, held=False)
+
+
+async def delete_conversation_and_files(
+    factory: async_sessionmaker[AsyncSession],
+    store: VectorStore | None,
+    files_path: Path,
+    conversation_id: str,
+    actor: AuditContext,
+    *,
+    now: datetime,
+    as_admin: bool = False,
+) -> ErasedCounts:
+    """The whole deletion: rows (own transaction), then attached files and vectors. HeldError when held."""
+    async with transaction(factory) as session:
+        result = await delete_conversation(session, conversation_id, actor, now=now, as_admin=as_admin)
+    if result.held:
+        raise HeldError("This conversation is under legal hold and cannot be deleted now.")
+    await finish_pending_erasures(factory, store, files_path)
+    return result.erased
 
 
 @dataclass

@@ -40,6 +40,7 @@ from portal.governance.erasure import (
 from portal.governance.holds import audit_skips, held_subjects
 from portal.governance.retention import RetentionDecision, decide_retention, load_policies
 from portal.logging import get_logger
+from portal.metrics import record_purge_receipt
 from portal.settings import Settings
 from rag.store import VectorStore
 
@@ -324,6 +325,10 @@ async def run_purge(
             session, at=now, action="purge.receipt", context=SYSTEM_CONTEXT, object_type="purge",
             object_ids=[report.run_id], detail=report.receipt(),
         )
+    totals = {kind: sum(p.kinds[kind] for p in report.policies.values()) for kind in KINDS}
+    totals.update(documents=report.documents["documents"], document_chunks=report.documents["chunks"])
+    totals.update(files=report.files_and_vectors.files, vectors=report.files_and_vectors.vectors)
+    record_purge_receipt(totals)
     log.info(
         "purge_finished",
         conversations=report.conversations,
