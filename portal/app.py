@@ -38,6 +38,9 @@ def _area_hooks() -> list[AreaHook]:
     from portal.auth import register as register_auth
 
     hooks.append(register_auth)
+    from portal.chat import register as register_chat
+
+    hooks.append(register_chat)
     return hooks
 
 

@@ -1,0 +1,265 @@
+"""Asking and answering: save the question first, then retrieve, prompt, stream the model's answer and save it.
+
+The stream request itself does the work for a pending answer stored in the database, so any portal process can
+serve it; Stop is signalled through shared state (database or Redis). Zero-retention turns live only in a
+short-lived shared record until they are answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+
+from portal.access import retrieval_filter
+from portal.audit import AuditContext, append_audit
+from portal.chat.conversations import ChatNotFound, owned_conversation, owned_message, title_from_question
+from portal.chat.policy import RATE_WINDOW, ChatPolicy, chat_policy
+from portal.chat.shared_state import SharedState
+from portal.chat.turns import ChatEvent, DoneEvent, TurnInput, TurnRunner
+from portal.chat.views import AnswerView, ReadableDocuments, stored_answer_view
+from portal.db.engine import transaction
+from portal.db.models import Citation, Conversation, Message
+from portal.principal import Principal
+from portal.runtime import Runtime
+from rag.llm import LLMClient
+from rag.prompt import Turn
+
+MAX_QUESTION_CHARS = 4000
+HISTORY_TURNS = 12  # the most recent turns offered to the prompt budget
+EPHEMERAL_PREFIX = "z-"
+EPHEMERAL_TTL = timedelta(minutes=10)
+
+
+class QuestionRejected(ValueError):
+    """The question cannot be asked as sent; the message says why in plain words."""
+
+
+class RateLimited(Exception):
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"You have asked {limit} questions in the last minute, which is the limit for your role. "
+            f"Please wait {retry_after_s} seconds and ask again."
+        )
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class AskResult:
+    answer_id: str
+    conversation_id: str | None  # None for a zero-retention turn
+    ephemeral: bool = False
+
+    @property
+    def stream_url(self) -> str:
+        return f"/chat/stream/{self.answer_id}"
+
+
+def _minute_start(now: datetime) -> datetime:
+    return now.replace(second=0, microsecond=0)
+
+
+@dataclass
+class ChatService:
+    """One per portal process: the LLM client, shared state, and the Stop events of the streams it serves."""
+
+    runtime: Runtime
+    llm: LLMClient
+    state: SharedState
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.runner = TurnRunner(self.runtime, self.llm, self.state)
+
+    @property
+    def now(self) -> datetime:
+        return self.runtime.clock.now()
+
+    async def policy_for(self, principal: Principal) -> ChatPolicy:
+        async with self.runtime.db() as session:
+            return await chat_policy(session, self.runtime.settings, principal)
+
+    # Asking ----------------------------------------------------------------------------------------------
+
+    async def ask(
+        self, principal: Principal, question: str, conversation_id: str | None, context: AuditContext
+    ) -> AskResult:
+        question = question.strip()
+        if not question:
+            raise QuestionRejected("Please type a question first.")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise QuestionRejected(f"Please keep a question under {MAX_QUESTION_CHARS} characters.")
+        policy = await self.policy_for(principal)
+        await self._check_rate(principal, policy)
+        now = self.now
+        settings = self.runtime.settings
+        audit_detail: dict[str, object] = {"question_chars": len(question), "zero_retention": policy.zero_retention}
+        if settings.audit_question_text:
+            audit_detail["question"] = question
+        if policy.zero_retention:
+            token = EPHEMERAL_PREFIX + secrets.token_urlsafe(24)
+            record = json.dumps({"user_id": principal.user_id, "question": question}).encode()
+            await self.state.put(f"chat:turn:{token}", record, EPHEMERAL_TTL)
+            async with transaction(self.runtime.db) as session:
+                await append_audit(session, at=now, action="chat.question", context=context,
+                                   object_type="ephemeral_turn", detail=audit_detail)
+            return AskResult(answer_id=token, conversation_id=None, ephemeral=True)
+        async with transaction(self.runtime.db) as session:
+            if conversation_id:
+                conversation = await owned_conversation(session, principal.user_id, conversation_id)
+            else:
+                conversation = Conversation(user_id=principal.user_id, title=title_from_question(question),
+                                            created_at=now, updated_at=now)
+                session.add(conversation)
+                await session.flush()
+            # Strictly increasing times keep the turns in order even when the clock stands still (tests, drills).
+            last = (
+                await session.execute(select(func.max(Message.created_at)).where(Message.conversation_id == conversation.id))
+            ).scalar_one_or_none()
+            asked_at = max(now, last + timedelta(microseconds=1)) if last else now
+            user_message = Message(conversation_id=conversation.id, role="user", content=question, status="complete",
+                                   created_at=asked_at, finished_at=asked_at)
+            answer = Message(conversation_id=conversation.id, role="assistant", content="", status="pending",
+                             created_at=asked_at + timedelta(microseconds=1))
+            session.add_all([user_message, answer])
+            conversation.updated_at = now
+            await session.flush()
+            await append_audit(session, at=now, action="chat.question", context=context, object_type="conversation",
+                               object_ids=[conversation.id, user_message.id, answer.id], detail=audit_detail)
+        return AskResult(answer_id=answer.id, conversation_id=conversation.id)
+
+    async def _check_rate(self, principal: Principal, policy: ChatPolicy) -> None:
+        now = self.now
+        window_start = _minute_start(now)
+        count = await self.state.count_in_window(f"chat:{principal.user_id}", window_start, RATE_WINDOW)
+        if count > policy.questions_per_minute:
+            retry_after = max(1, int((window_start + RATE_WINDOW - now).total_seconds()) + 1)
+            raise RateLimited(policy.questions_per_minute, retry_after)
+
+    # Answering -------------------------------------------------------------------------------------------
+
+    async def _claim(self, principal: Principal, answer_id: str, context: AuditContext) -> TurnInput | AnswerView:
+        """The turn to run, or the finished answer when it is not (or no longer) pending."""
+        policy = await self.policy_for(principal)
+        now = self.now
+        if answer_id.startswith(EPHEMERAL_PREFIX):
+            raw = await self.state.take(f"chat:turn:{answer_id}")
+            record = json.loads(raw) if raw else None
+            if record is None or record.get("user_id") != principal.user_id:
+                raise ChatNotFound("This answer is no longer available: with zero retention nothing is kept.")
+            async with self.runtime.db() as session:
+                access = await retrieval_filter(session, principal, now)
+            return TurnInput(answer_id=answer_id, principal=principal, question=str(record["question"]), history=[],
+                             policy=policy, access=access, context=context, ephemeral=True)
+        async with transaction(self.runtime.db) as session:
+            message, conversation = await owned_message(session, principal.user_id, answer_id)
+            if message.role != "assistant":
+                raise ChatNotFound("That answer does not exist, or it is not yours.")
+            claimed = await session.execute(
+                update(Message).where(Message.id == message.id, Message.status == "pending").values(status="streaming")
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                await session.refresh(message)
+                return await self._finished_view(session, principal, message)
+            earlier = (
+                await session.execute(
+                    select(Message)
+                    .where(Message.conversation_id == conversation.id, Message.created_at < message.created_at)
+                    .order_by(Message.created_at.desc())
+                    .limit(HISTORY_TURNS + 1)
+                )
+            ).scalars().all()
+            access = await retrieval_filter(session, principal, now)
+        if not earlier or earlier[0].role != "user":
+            raise ChatNotFound("The question of this answer is missing.")
+        question = earlier[0].content
+        history = [
+            Turn(role="user" if m.role == "user" else "assistant", content=m.content)
+            for m in reversed(earlier[1:])
+            if m.content and m.status in ("complete", "incomplete")
+        ]
+        return TurnInput(answer_id=answer_id, principal=principal, question=question, history=history, policy=policy,
+                         access=access, context=context, ephemeral=False, conversation_id=conversation.id)
+
+    async def _finished_view(self, session: object, principal: Principal, message: Message) -> AnswerView:
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        assert isinstance(session, AsyncSession)
+        citations = (
+            await session.execute(select(Citation).where(Citation.message_id == message.id).order_by(Citation.ordinal))
+        ).scalars().all()
+        view = await stored_answer_view(session, ReadableDocuments(session, principal, self.now), message, citations)
+        if message.status == "streaming":
+            view.notice = "This answer is still being written in another window or tab."
+        return view
+
+    async def stream(self, principal: Principal, answer_id: str, context: AuditContext) -> AsyncGenerator[ChatEvent, None]:
+        """Events for one answer. The work runs in its own task: if the reader goes away (tab closed, network cut)
+        the task notices at the next token, saves what arrived as incomplete, and ends."""
+        claimed = await self._claim(principal, answer_id, context)
+        if isinstance(claimed, AnswerView):
+            yield DoneEvent(claimed)
+            return
+        queue: asyncio.Queue[ChatEvent | None] = asyncio.Queue()
+        stop = self.runner.local_stop(answer_id)
+
+        async def produce() -> None:
+            try:
+                async for event in self.runner.run(claimed, stop):
+                    queue.put_nowait(event)
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(produce(), name=f"chat-answer-{answer_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            stop.set()  # a no-op when the answer finished; otherwise the reader left: keep what arrived
+
+    async def answer_whole(self, principal: Principal, answer_id: str, context: AuditContext) -> AnswerView:
+        """The no-JavaScript path: run the turn in this request and return the finished answer."""
+        claimed = await self._claim(principal, answer_id, context)
+        if isinstance(claimed, AnswerView):
+            return claimed
+        final: AnswerView | None = None
+        async for event in self.runner.run(claimed, self.runner.local_stop(answer_id)):
+            if isinstance(event, DoneEvent):
+                final = event.answer
+        assert final is not None
+        return final
+
+    async def request_stop(self, principal: Principal, answer_id: str) -> None:
+        if not answer_id.startswith(EPHEMERAL_PREFIX):
+            async with self.runtime.db() as session:
+                await owned_message(session, principal.user_id, answer_id)
+        self.runner.signal_stop_here(answer_id)
+        await self.state.put(f"chat:stop:{answer_id}", principal.user_id.encode(), timedelta(minutes=30))
+
+    async def retry(self, principal: Principal, answer_id: str, context: AuditContext) -> str:
+        """Make a failed answer pending again; returns its id for the stream."""
+        async with transaction(self.runtime.db) as session:
+            message, _conversation = await owned_message(session, principal.user_id, answer_id)
+            if message.role != "assistant" or message.status != "failed":
+                raise QuestionRejected("Only an answer that failed can be retried.")
+            await session.execute(delete(Citation).where(Citation.message_id == message.id))
+            message.status, message.content, message.error, message.finished_at = "pending", "", None, None
+            await append_audit(session, at=self.now, action="chat.retry", context=context, object_type="message",
+                               object_ids=[message.id])
+        await self.state.delete(f"chat:stop:{answer_id}")
+        return answer_id
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(task), timeout=5)
+        await self.llm.close()
+        await self.state.close()

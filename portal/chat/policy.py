@@ -1,0 +1,55 @@
+"""What chat allows one person, from their roles: questions per minute, answer length, general answers, retention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.db.models import RetentionPolicy
+from portal.governance.retention import conversation_retention_days
+from portal.principal import Principal
+from portal.settings import Settings
+
+RATE_WINDOW = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class ChatPolicy:
+    questions_per_minute: int
+    max_answer_tokens: int
+    allow_general_answers: bool
+    retention_days: int
+
+    @property
+    def zero_retention(self) -> bool:
+        return self.retention_days == 0
+
+
+def _most_generous(per_role: dict[str, int], roles: frozenset[str], default: int) -> int:
+    values = [per_role[role] for role in roles if role in per_role]
+    return max(values) if values else default
+
+
+async def chat_policy(session: AsyncSession, settings: Settings, principal: Principal) -> ChatPolicy:
+    roles = principal.roles
+    general = bool(roles & set(settings.chat_general_answer_roles))
+    if not general and roles:
+        row = await session.execute(
+            select(RetentionPolicy.id)
+            .where(RetentionPolicy.role.in_(sorted(roles)), RetentionPolicy.allow_general_answers.is_(True))
+            .limit(1)
+        )
+        general = row.first() is not None
+    return ChatPolicy(
+        questions_per_minute=_most_generous(
+            settings.chat_role_questions_per_minute, roles, settings.chat_questions_per_minute
+        ),
+        max_answer_tokens=_most_generous(settings.chat_role_max_answer_tokens, roles, settings.llm_max_tokens),
+        allow_general_answers=general,
+        retention_days=await conversation_retention_days(
+            session, roles, default_days=settings.default_retention_days
+        ),
+    )

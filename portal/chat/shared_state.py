@@ -1,0 +1,125 @@
+"""State every portal process must see: rate counters, Stop requests and zero-retention turns.
+
+Kept in the database (rate_counters, kv_store) or in Redis when ENCLAVE_REDIS_URL is set, never only in one
+process's memory: the Stop button or the next question may reach another process than the one streaming.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from portal.clock import Clock
+from portal.db.engine import transaction
+from portal.db.models import KeyValue, RateCounter
+
+
+class SharedState(Protocol):
+    async def count_in_window(self, key: str, window_start: datetime, window: timedelta) -> int:
+        """Add one to the counter of `key` for the window starting at `window_start`; return the new count."""
+        ...
+
+    async def put(self, key: str, value: bytes, ttl: timedelta) -> None: ...
+    async def get(self, key: str) -> bytes | None: ...
+    async def take(self, key: str) -> bytes | None:
+        """Read and delete in one step (only one process gets a zero-retention turn)."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+class DatabaseState:
+    def __init__(self, db: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def count_in_window(self, key: str, window_start: datetime, window: timedelta) -> int:
+        async with transaction(self._db) as session:
+            dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+            insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            statement = insert(RateCounter).values(key=key, window_start=window_start, count=1)
+            statement = statement.on_conflict_do_update(
+                index_elements=["key", "window_start"], set_={"count": RateCounter.count + 1}
+            ).returning(RateCounter.count)
+            count = int((await session.execute(statement)).scalar_one())
+            # Old windows are useless; dropping them here keeps the table at one row per active person.
+            await session.execute(
+                delete(RateCounter).where(RateCounter.key == key, RateCounter.window_start < window_start - window)
+            )
+            return count
+
+    async def put(self, key: str, value: bytes, ttl: timedelta) -> None:
+        async with transaction(self._db) as session:
+            row = await session.get(KeyValue, key)
+            expires = self._clock.now() + ttl
+            if row is None:
+                session.add(KeyValue(key=key, value=value, expires_at=expires))
+            else:
+                row.value, row.expires_at = value, expires
+
+    async def get(self, key: str) -> bytes | None:
+        async with self._db() as session:
+            row = (await session.execute(select(KeyValue).where(KeyValue.key == key))).scalar_one_or_none()
+            return self._live(row)
+
+    async def take(self, key: str) -> bytes | None:
+        async with transaction(self._db) as session:
+            row = (
+                await session.execute(delete(KeyValue).where(KeyValue.key == key).returning(KeyValue.value, KeyValue.expires_at))
+            ).first()
+            if row is None or (row.expires_at is not None and row.expires_at <= self._clock.now()):
+                return None
+            return bytes(row.value)
+
+    async def delete(self, key: str) -> None:
+        async with transaction(self._db) as session:
+            await session.execute(delete(KeyValue).where(KeyValue.key == key))
+
+    def _live(self, row: KeyValue | None) -> bytes | None:
+        if row is None or (row.expires_at is not None and row.expires_at <= self._clock.now()):
+            return None
+        return bytes(row.value)
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisState:
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.from_url(url)
+
+    async def count_in_window(self, key: str, window_start: datetime, window: timedelta) -> int:
+        bucket = f"enclave:rate:{key}:{int(window_start.timestamp())}"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(bucket)
+            pipe.expire(bucket, int(window.total_seconds() * 2))
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def put(self, key: str, value: bytes, ttl: timedelta) -> None:
+        await self._redis.set(f"enclave:{key}", value, px=max(1, int(ttl.total_seconds() * 1000)))
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._redis.get(f"enclave:{key}")
+        return value.encode() if isinstance(value, str) else value
+
+    async def take(self, key: str) -> bytes | None:
+        value = await self._redis.getdel(f"enclave:{key}")
+        return value.encode() if isinstance(value, str) else value
+
+    async def delete(self, key: str) -> None:
+        await self._redis.delete(f"enclave:{key}")
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def open_shared_state(redis_url: str | None, db: async_sessionmaker[AsyncSession], clock: Clock) -> SharedState:
+    return RedisState(redis_url) if redis_url else DatabaseState(db, clock)

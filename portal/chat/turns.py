@@ -1,0 +1,246 @@
+"""Running one turn: retrieve what the person may read, budget the prompt, stream the model, save the outcome.
+
+Faults lose nothing: the question is already saved; a vector store or model failure ends the turn as `failed`
+with a plain notice (and the passages, when retrieval worked); Stop or a lost reader ends it as `incomplete`
+with what arrived. No transaction is held while waiting on the embedder or the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from portal.audit import AuditContext, append_audit
+from portal.chat.policy import ChatPolicy
+from portal.chat.shared_state import SharedState
+from portal.chat.views import AnswerView, SourceView, excerpt_of, where_text
+from portal.db.engine import transaction
+from portal.db.models import Citation, Conversation, Document, Message
+from portal.logging import get_logger
+from portal.principal import Principal
+from portal.runtime import Runtime
+from rag.llm import LLMClient, LLMError, LLMTimeout, StreamUsage
+from rag.prompt import PromptPlan, PromptTooLong, Turn, build_prompt, cited_numbers
+from rag.retrieve import Retriever
+from rag.types import AccessFilter, SearchHit
+
+log = get_logger(__name__)
+
+NO_PASSAGES = (
+    "I could not find anything about this in the documents you have access to, so I have not asked the model. "
+    "Try other words, or ask whoever manages your documents whether the one you need has been added."
+)
+STORE_DOWN = (
+    "The document search is not available right now, so this question could not be answered. "
+    "Your question is saved: use Retry in a moment."
+)
+LLM_DOWN = (
+    "The language model is not answering right now, so there is no written answer. "
+    "The passages found for your question are listed below; use Retry to ask the model again."
+)
+LLM_SLOW = (
+    "The language model took too long to answer. "
+    "The passages found for your question are listed below; use Retry to ask the model again."
+)
+EMBEDDER_WAIT_S = 30.0
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    text: str
+
+
+@dataclass(frozen=True)
+class SourcesEvent:
+    sources: list[SourceView]
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    answer: AnswerView
+
+
+ChatEvent = TokenEvent | SourcesEvent | DoneEvent
+
+
+@dataclass
+class TurnInput:
+    answer_id: str
+    principal: Principal
+    question: str
+    history: list[Turn]
+    policy: ChatPolicy
+    access: AccessFilter
+    context: AuditContext
+    ephemeral: bool
+    conversation_id: str | None = None
+
+
+@dataclass
+class TurnOutcome:
+    status: str = "complete"
+    content: str = ""
+    error: str | None = None
+    model: str | None = None
+    plan: PromptPlan | None = None
+    hits: list[SearchHit] = field(default_factory=list)
+    usage: StreamUsage = field(default_factory=StreamUsage)
+
+
+def _sources(passages: list[SearchHit], cited: set[int]) -> list[SourceView]:
+    return [
+        SourceView(number=n, chunk_id=hit.chunk_id, document_id=hit.document_id, title=hit.title or "Untitled document",
+                   where=where_text(hit.section, hit.page), excerpt=excerpt_of(hit.text), cited=n in cited)
+        for n, hit in enumerate(passages, start=1)
+    ]
+
+
+class TurnRunner:
+    def __init__(self, runtime: Runtime, llm: LLMClient, state: SharedState) -> None:
+        self.runtime, self.llm, self.state = runtime, llm, state
+        self._stops: dict[str, asyncio.Event] = {}
+
+    def local_stop(self, answer_id: str) -> asyncio.Event:
+        return self._stops.setdefault(answer_id, asyncio.Event())
+
+    def signal_stop_here(self, answer_id: str) -> None:
+        if answer_id in self._stops:
+            self._stops[answer_id].set()
+
+    async def run(self, turn: TurnInput, stop: asyncio.Event) -> AsyncGenerator[ChatEvent, None]:
+        outcome = TurnOutcome()
+        try:
+            try:
+                async for token in self._generate(turn, stop, outcome):
+                    yield TokenEvent(token)
+            except (asyncio.CancelledError, GeneratorExit):
+                # The request running this turn was cut off: keep what arrived, even while being cancelled.
+                outcome.status = "incomplete"
+                await asyncio.shield(self._save(turn, outcome))
+                raise
+            view = await self._save(turn, outcome)
+            yield SourcesEvent(view.sources)
+            yield DoneEvent(view)
+        finally:
+            self._stops.pop(turn.answer_id, None)
+
+    async def _retrieve(self, turn: TurnInput) -> list[SearchHit]:
+        runtime = self.runtime
+        if runtime.store is None:
+            raise ConnectionError("vector store not open")
+        embedder = await runtime.wait_for_embedder(timeout=EMBEDDER_WAIT_S)
+        hits = await Retriever(embedder, runtime.store).search(turn.question, turn.access, top_k=runtime.settings.chat_top_k)
+        if not hits:
+            return hits
+        # A document being replaced has two versions in the store for a moment: only the current one counts.
+        async with runtime.db() as session:
+            rows = await session.execute(
+                select(Document.id, Document.version).where(Document.id.in_({h.document_id for h in hits}))
+            )
+            versions: dict[str, int] = {row.id: row.version for row in rows.all()}
+        return [hit for hit in hits if versions.get(hit.document_id) == hit.document_version]
+
+    async def _generate(self, turn: TurnInput, stop: asyncio.Event, outcome: TurnOutcome) -> AsyncGenerator[str, None]:
+        settings = self.runtime.settings
+        try:
+            outcome.hits = await self._retrieve(turn)
+        except Exception as exc:  # noqa: BLE001 - any store or embedder failure is the same fault to the person
+            log.warning("chat_retrieval_failed", error=type(exc).__name__)
+            outcome.status, outcome.error = "failed", STORE_DOWN
+            return
+        if not outcome.hits and not turn.policy.allow_general_answers:
+            outcome.content = NO_PASSAGES
+            return
+        try:
+            outcome.plan = await build_prompt(
+                turn.question, outcome.hits, turn.history, self.llm.tokens.count_many,
+                context_window=settings.llm_context_window, answer_tokens=turn.policy.max_answer_tokens,
+                grounded=bool(outcome.hits),
+            )
+        except PromptTooLong as exc:
+            outcome.status, outcome.error = "failed", str(exc).capitalize() + "."
+            return
+        outcome.model = self.llm.model
+        parts: list[str] = []
+        next_check = time.monotonic() + settings.chat_stream_sync_s
+        try:
+            stream = self.llm.stream_chat(outcome.plan.messages, max_tokens=turn.policy.max_answer_tokens)
+            async with contextlib.aclosing(stream):
+                async for piece in stream:
+                    if isinstance(piece, StreamUsage):
+                        outcome.usage = piece
+                        continue
+                    parts.append(piece)
+                    yield piece
+                    if stop.is_set():
+                        outcome.status = "incomplete"
+                        break
+                    if time.monotonic() >= next_check:
+                        next_check = time.monotonic() + settings.chat_stream_sync_s
+                        if await self.state.get(f"chat:stop:{turn.answer_id}") is not None:
+                            outcome.status = "incomplete"
+                            break
+        except LLMTimeout:
+            outcome.status, outcome.error = "failed", LLM_SLOW
+        except LLMError as exc:
+            log.warning("chat_llm_failed", error=str(exc))
+            outcome.status, outcome.error = "failed", LLM_DOWN
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome.status = "incomplete"
+            raise
+        finally:
+            outcome.content = "".join(parts)
+
+    async def _save(self, turn: TurnInput, outcome: TurnOutcome) -> AnswerView:
+        passages = outcome.plan.passages if outcome.plan else outcome.hits
+        cited = cited_numbers(outcome.content) if outcome.plan and outcome.plan.passages else set()
+        sources = _sources(passages, cited)
+        now = self.runtime.clock.now()
+        detail = {
+            "status": outcome.status,
+            "conversation_id": turn.conversation_id,
+            "retrieved_chunk_ids": [h.chunk_id for h in outcome.hits],
+            "retrieved_document_ids": sorted({h.document_id for h in outcome.hits}),
+            "cited_chunk_ids": [s.chunk_id for s in sources if s.cited],
+            "cited_document_ids": sorted({s.document_id for s in sources if s.cited}),
+            "prompt_tokens": outcome.plan.prompt_tokens if outcome.plan else 0,
+            "completion_tokens": outcome.usage.completion_tokens,
+            "zero_retention": turn.ephemeral,
+        }
+        async with transaction(self.runtime.db) as session:
+            if not turn.ephemeral:
+                message = await session.get(Message, turn.answer_id)
+                if message is not None:
+                    message.content, message.status, message.error = outcome.content, outcome.status, outcome.error
+                    message.model = outcome.model
+                    message.prompt_tokens = outcome.usage.prompt_tokens or (outcome.plan.prompt_tokens if outcome.plan else 0)
+                    message.completion_tokens = outcome.usage.completion_tokens
+                    message.finished_at = now
+                    session.add_all(
+                        Citation(message_id=message.id, ordinal=s.number, chunk_id=s.chunk_id, document_id=s.document_id,
+                                 collection_id=hit.collection_id, score=hit.score, cited=s.cited)
+                        for s, hit in zip(sources, passages, strict=True)
+                    )
+                    conversation = await session.get(Conversation, message.conversation_id)
+                    if conversation is not None:
+                        conversation.updated_at = now
+            await append_audit(
+                session, at=now, action="chat.answer", context=turn.context,
+                object_type="ephemeral_turn" if turn.ephemeral else "message",
+                object_ids=[] if turn.ephemeral else [turn.answer_id],
+                outcome="allowed", model=outcome.model, detail=detail,
+            )
+        if outcome.status == "incomplete" or outcome.error:
+            with contextlib.suppress(Exception):
+                await self.state.delete(f"chat:stop:{turn.answer_id}")
+        notice = outcome.error or (
+            "This answer was stopped before it finished; what arrived is kept." if outcome.status == "incomplete" else None
+        )
+        return AnswerView(answer_id=turn.answer_id, status=outcome.status, content=outcome.content, notice=notice,
+                          sources=sources, model=outcome.model, ephemeral=turn.ephemeral,
+                          retryable=outcome.status == "failed" and not turn.ephemeral)

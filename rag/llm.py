@@ -1,0 +1,217 @@
+"""The LLM client: OpenAI-compatible chat streaming (vLLM, llama.cpp's server, Ollama) and prompt token counting."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import httpx2
+import openai
+from openai import AsyncOpenAI, AsyncStream
+
+# A chat message as the OpenAI API takes it: {"role": ..., "content": ...}.
+ChatMessage = dict[str, str]
+
+
+class LLMError(Exception):
+    """The model server could not be reached, refused the request, or stopped answering."""
+
+
+class LLMTimeout(LLMError):
+    """The model server did not answer within the configured time."""
+
+
+@dataclass(frozen=True, slots=True)
+class LLMConfig:
+    base_url: str  # .../v1
+    model: str
+    api_key: str = "not-needed"
+    timeout_s: float = 60.0  # longest wait for the first token and between tokens
+    connect_timeout_s: float = 5.0
+    max_tokens: int = 512
+    context_window: int = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class StreamUsage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+
+def server_root(base_url: str) -> str:
+    """The server root: OpenAI-compatible servers mount their API under /v1, their extras at the root."""
+    root = base_url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high estimate (3 characters a token) for when no tokenizer answers: over-counting only
+    drops a passage too many, under-counting would overflow the context window."""
+    return math.ceil(len(text) / 3) + 1
+
+
+class TokenCounter:
+    """Counts tokens with the model server's own tokenizer: vLLM's /tokenize or llama.cpp's /extras/tokenize/count.
+
+    Counts are cached by text hash because the same passages come back for many questions; when neither endpoint
+    exists (Ollama, hosted APIs) the count falls back to a high estimate.
+    """
+
+    def __init__(self, config: LLMConfig, http: httpx.AsyncClient, cache_size: int = 8192) -> None:
+        self._config = config
+        self._http = http
+        self._root = server_root(config.base_url)
+        self._kind: Literal["unknown", "vllm", "llamacpp", "estimate"] = "unknown"
+        self._probe_lock = asyncio.Lock()
+        self._cache: OrderedDict[bytes, int] = OrderedDict()
+        self._cache_size = cache_size
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    async def count(self, text: str) -> int:
+        return (await self.count_many([text]))[0]
+
+    async def count_many(self, texts: Sequence[str]) -> list[int]:
+        keys = [hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts]
+        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in self._cache}
+        if missing:
+            counts = await asyncio.gather(*(self._count_uncached(text) for text in missing.values()))
+            for key, n in zip(missing, counts, strict=True):
+                self._remember(key, n)
+        return [self._cache[key] if key in self._cache else estimate_tokens(text) for key, text in zip(keys, texts, strict=True)]
+
+    def _remember(self, key: bytes, n: int) -> None:
+        self._cache[key] = n
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def _count_uncached(self, text: str) -> int:
+        if self._kind == "unknown":
+            async with self._probe_lock:
+                if self._kind == "unknown":
+                    await self._probe(text)
+        try:
+            if self._kind == "vllm":
+                return await self._count_vllm(text)
+            if self._kind == "llamacpp":
+                return await self._count_llamacpp(text)
+        except (httpx.HTTPError, LLMError, KeyError, ValueError):
+            pass  # the server went away between probe and count: estimate this one
+        return estimate_tokens(text)
+
+    async def _probe(self, sample: str) -> None:
+        for kind, counter in (("vllm", self._count_vllm), ("llamacpp", self._count_llamacpp)):
+            try:
+                await counter(sample)
+            except (httpx.HTTPError, LLMError, KeyError, ValueError):
+                continue
+            self._kind = kind  # type: ignore[assignment]
+            return
+        # Only settle on estimating when the server answered (without a tokenizer); if it is down, try next time.
+        try:
+            await self._http.get(f"{self._config.base_url.rstrip('/')}/models", timeout=self._config.connect_timeout_s)
+            self._kind = "estimate"
+        except httpx.HTTPError:
+            pass
+
+    async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._http.post(url, json=body, timeout=self._config.connect_timeout_s)
+        if response.status_code != 200:
+            raise LLMError(f"tokenizer answered HTTP {response.status_code}")
+        data = response.json()
+        if not isinstance(data, dict):
+            raise ValueError("unexpected tokenizer answer")
+        return data
+
+    async def _count_vllm(self, text: str) -> int:
+        data = await self._post(
+            f"{self._root}/tokenize", {"model": self._config.model, "prompt": text, "add_special_tokens": False}
+        )
+        return int(data["count"])
+
+    async def _count_llamacpp(self, text: str) -> int:
+        data = await self._post(f"{self._root}/extras/tokenize/count", {"input": text})
+        return int(data["count"])
+
+
+class LLMClient:
+    """One per portal process: a pooled AsyncOpenAI client and the token counter of the same server."""
+
+    def __init__(self, config: LLMConfig) -> None:
+        self.config = config
+        timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
+        # Many answers stream at once: the pool must not be the bottleneck.
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        self._http = httpx.AsyncClient(timeout=timeout, limits=limits)
+        # The openai SDK runs on httpx2 (its own fork of httpx): its pool is configured the same way.
+        openai_timeout = httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s)
+        self._openai = AsyncOpenAI(
+            base_url=config.base_url,
+            api_key=config.api_key,
+            timeout=openai_timeout,
+            max_retries=0,  # a retry would double the wait the person sees; they have a retry button instead
+            http_client=openai.DefaultAsyncHttpx2Client(
+                timeout=openai_timeout, limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
+            ),
+        )
+        self.tokens = TokenCounter(config, self._http)
+
+    @property
+    def model(self) -> str:
+        return self.config.model
+
+    async def stream_chat(
+        self, messages: Sequence[ChatMessage], max_tokens: int | None = None, temperature: float = 0.1
+    ) -> AsyncGenerator[str | StreamUsage, None]:
+        """Yield text deltas as they arrive, then one StreamUsage. Raises LLMTimeout or LLMError."""
+        completion_tokens = 0
+        finish_reason: str | None = None
+        prompt_tokens = 0
+        try:
+            stream = await self._openai.chat.completions.create(
+                model=self.config.model,
+                messages=list(messages),  # type: ignore[arg-type]
+                max_tokens=max_tokens or self.config.max_tokens,
+                temperature=temperature,
+                stream=True,
+            )
+            assert isinstance(stream, AsyncStream)
+            try:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        prompt_tokens = chunk.usage.prompt_tokens or prompt_tokens
+                        completion_tokens = chunk.usage.completion_tokens or completion_tokens
+                    if not chunk.choices:
+                        continue
+                    choice = chunk.choices[0]
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+                    delta = choice.delta.content if choice.delta else None
+                    if delta:
+                        completion_tokens += 0 if chunk.usage else 1
+                        yield delta
+            finally:
+                await stream.close()
+        except openai.APITimeoutError as exc:
+            raise LLMTimeout("the language model did not answer in time") from exc
+        except (openai.APIConnectionError, httpx2.TransportError) as exc:
+            raise LLMError("the language model server cannot be reached") from exc
+        except openai.APIStatusError as exc:
+            raise LLMError(f"the language model server answered HTTP {exc.status_code}") from exc
+        except openai.OpenAIError as exc:
+            raise LLMError(f"the language model failed ({type(exc).__name__})") from exc
+        yield StreamUsage(prompt_tokens, completion_tokens, finish_reason)
+
+    async def close(self) -> None:
+        await self._openai.close()
+        await self._http.aclose()
