@@ -1,0 +1,1 @@
+"""Test helpers shared by every area (sign-in through the real identity provider, ...)."""
