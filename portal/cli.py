@@ -86,6 +86,15 @@ def _embedded_services(settings: Settings) -> Iterator[Settings]:
 EMBEDDED_HOOKS: list[Any] = []
 
 
+def _embedded_idp_hook(settings: Settings) -> Any:
+    from portal.embedded.idp import embedded_idp  # the sample identity provider (auth area)
+
+    return embedded_idp(settings)
+
+
+EMBEDDED_HOOKS.append(_embedded_idp_hook)
+
+
 def _serve(settings: Settings) -> None:
     import uvicorn
 
@@ -134,6 +143,8 @@ def _register_area_commands() -> None:
 
 AREA_COMMANDS: list[tuple[str, str]] = [
     ("portal.cli_eval", "eval_command"),
+    ("portal.governance.cli", "purge_command"),
+    ("portal.governance.cli", "audit_group"),
 ]
 
 _register_area_commands()
