@@ -138,7 +138,7 @@ def parse_document(data: bytes, filename: str, limits: ParseLimits | None = None
         else:
             title, blocks = parse_plain_text(text)
     blocks = [block for block in blocks if block.text.strip()]
-    if not any(not block.is_heading for block in blocks) and not blocks:
+    if not any(not block.is_heading for block in blocks):
         raise DocumentRejected(filename, "no readable text was found in the file")
     if sum(len(block.text) for block in blocks) > limits.max_text_chars:
         raise DocumentRejected(filename, f"the text is over {limits.max_text_chars:,} characters")
