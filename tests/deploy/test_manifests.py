@@ -50,6 +50,9 @@ PORTAL_SETTINGS = {
     "ENCLAVE_PUBLIC_URL",
     "ENCLAVE_EMBEDDED_LLM",
     "ENCLAVE_EMBEDDED_IDP",
+    # Not in the list, but a container needs them: the settings default to 127.0.0.1 and an 8k window.
+    "ENCLAVE_HOST",
+    "ENCLAVE_LLM_CONTEXT_WINDOW",
 }
 PORTAL_SERVICES = {"portal", "worker", "purge", "migrate"}
 # Kubernetes release the rendered manifests are checked against (kubectl here is 1.32).
@@ -127,6 +130,9 @@ def test_migration_runs_before_web_worker_and_purge(compose_config: dict[str, An
     assert services["portal"]["command"] == ["web"]
     assert services["worker"]["command"] == ["worker"]
     assert "enclave purge" in " ".join(services["purge"]["command"])
+    # Indexing runs in the worker service only.
+    assert services["portal"]["environment"]["ENCLAVE_WORKERS"] == "0"
+    assert services["worker"]["environment"].get("ENCLAVE_WORKERS") != "0"
 
 
 def test_portal_services_get_every_setting(compose_config: dict[str, Any]) -> None:
@@ -139,6 +145,10 @@ def test_portal_services_get_every_setting(compose_config: dict[str, Any]) -> No
         assert environment["ENCLAVE_EMBEDDED_IDP"] == "false"
         assert environment["ENCLAVE_DATABASE_URL"].startswith("postgresql+asyncpg://")
         assert environment["ENCLAVE_LLM_BASE_URL"] == "http://vllm:8000/v1"
+        assert environment["ENCLAVE_HOST"] == "0.0.0.0"
+        # The portal budgets prompts to the window vLLM serves.
+        vllm_args = shlex.split(read_env_file(DEPLOY / "compose" / "vllm.env")["VLLM_ARGS"])
+        assert environment["ENCLAVE_LLM_CONTEXT_WINDOW"] == arg_value(vllm_args, "--max-model-len")
         # Every host the portal reaches over plain http is declared internal.
         internal = set(environment["ENCLAVE_INTERNAL_HOSTS"].split(","))
         assert {"vllm", "qdrant"} <= internal
@@ -343,6 +353,9 @@ def test_vllm_requests_as_many_gpus_as_its_tensor_parallel_size(
     assert overlay_env in {path.read_text() for path in PROFILES.glob("*.env")}
     config = generated(docs, "ConfigMap", "enclave-config")["data"]
     assert config["ENCLAVE_LLM_BASE_URL"] == "http://vllm:8000/v1"
+    assert config["ENCLAVE_HOST"] == "0.0.0.0"
+    window = generated(docs, "ConfigMap", "vllm-config")["data"]["ENCLAVE_LLM_CONTEXT_WINDOW"]
+    assert window == arg_value(vllm_args(docs), "--max-model-len")
     assert (
         config["ENCLAVE_LLM_MODEL"] == read_env_file(K8S / "overlays" / overlay / "vllm.env")["VLLM_SERVED_MODEL_NAME"]
     )
@@ -361,7 +374,7 @@ def test_an_existing_vllm_endpoint_replaces_the_bundled_one(rendered: dict[str, 
         refs = [
             e["configMapRef"]["name"] for e in pod_spec(workload)["containers"][0]["envFrom"] if "configMapRef" in e
         ]
-        assert refs == [generated(docs, "ConfigMap", "enclave-config")["metadata"]["name"]]
+        assert generated(docs, "ConfigMap", "enclave-config")["metadata"]["name"] in refs
 
 
 @pytest.mark.parametrize("overlay", ALL_OVERLAYS)
@@ -371,6 +384,7 @@ def test_portal_probes_and_non_root_security(rendered: dict[str, list[dict[str, 
     assert portal["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert portal["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert portal["args"] == ["web"]
+    assert {"name": "ENCLAVE_WORKERS", "value": "0"} in portal["env"]
     portal_workloads = enclave_workloads(docs)
     assert {w["metadata"]["name"] for w in portal_workloads} == {
         "enclave-portal",

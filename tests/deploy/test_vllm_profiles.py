@@ -122,6 +122,7 @@ def test_env_file_runs_what_the_arithmetic_assumes(path: Path) -> None:
     assert Path(env["VLLM_MODEL"]).parent == Path("/models")
     assert Path(env["VLLM_MODEL"]).name == profile["model"]["hf_repo"].split("/")[1]
     assert env["VLLM_SERVED_MODEL_NAME"] == "enclave-llm"
+    assert int(env["ENCLAVE_LLM_CONTEXT_WINDOW"]) == vllm["max_model_len"]
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["VLLM_NO_USAGE_STATS"] == "1"
 
