@@ -66,6 +66,10 @@ class Runtime:
         from portal.jobs.workers import start_job_workers
 
         self.jobs = await start_job_workers(self)
+        if self.settings.purge_in_process:
+            from portal.governance.scheduler import purge_scheduler_loop
+
+            self._tasks.append(asyncio.create_task(purge_scheduler_loop(self)))
 
     async def _open_store(self) -> None:
         from rag.store import StoreConfig, open_store

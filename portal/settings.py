@@ -150,6 +150,8 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(default=2190, gt=0)  # six years
     audit_question_text: bool = False
     purge_interval_minutes: int = Field(default=60, gt=0)
+    purge_in_process: bool = True  # purge on schedule inside the portal; off where a CronJob runs `enclave purge`
+    break_glass_notices: bool = True  # tell a person on their next visit that an admin read their conversation
 
     seed_sample_data: bool = True
 

@@ -44,3 +44,26 @@ async def test_a_lease_held_by_a_crashed_process_runs_out(factory: async_session
     later = T0 + LEASE_DURATION + timedelta(seconds=1)
     assert await claim_lease(factory, name=PURGE_LEASE, holder="other", now=later, due_every=every)
     assert not await claim_lease(factory, name=PURGE_LEASE, holder="third", now=later, due_every=every)
+
+
+async def test_the_in_process_loop_runs_the_purge(
+    store: Any, settings_factory: Any, database_url: str, factory: async_sessionmaker[AsyncSession]
+) -> None:
+    from portal.governance.scheduler import purge_scheduler_loop
+    from portal.runtime import Runtime
+
+    runtime = Runtime.create(settings_factory(database_url=database_url, clock=MovableClock(T0)))
+    runtime.store = store
+    task = asyncio.create_task(purge_scheduler_loop(runtime, check_every_s=0.01))
+    try:
+        for _ in range(500):  # polls the database for the loop's receipt; no time is faked here
+            async with factory() as session:
+                if (await session.execute(select(AuditEvent.seq).where(AuditEvent.action == "purge.receipt"))).first():
+                    break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the scheduler never ran the purge")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runtime.engine.dispose()
