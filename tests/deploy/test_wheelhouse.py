@@ -67,3 +67,15 @@ def test_unknown_option_is_refused(tmp_path: Path) -> None:
     result = subprocess.run(["bash", str(SCRIPT), "--bogus", str(tmp_path)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert not (tmp_path / "images.txt").exists()
+
+
+def test_dockerfile_installs_from_the_wheelhouse_alone() -> None:
+    # No Docker engine here to build the image; these are the lines an air-gapped build depends on.
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^ARG WHEELHOUSE=$", dockerfile, re.MULTILINE)
+    assert 'pip install --no-index --find-links "/src/$WHEELHOUSE" enclave' in dockerfile
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11[\w.-]*-slim", dockerfile, re.MULTILINE)
+    assert re.search(r"^USER 10001:10001$", dockerfile, re.MULTILINE)
+    assert re.search(r'^ENTRYPOINT \["enclave"\]$', dockerfile, re.MULTILINE)
+    ignored = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
+    assert ".venv" in ignored and "wheelhouse" not in ignored
