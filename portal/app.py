@@ -41,6 +41,9 @@ def _area_hooks() -> list[AreaHook]:
     from portal.chat import register as register_chat
 
     hooks.append(register_chat)
+    from portal.admin import register as register_admin
+
+    hooks.append(register_admin)
     return hooks
 
 

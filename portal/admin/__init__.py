@@ -12,4 +12,4 @@ from portal.settings import Settings
 def register(settings: Settings) -> tuple[Sequence[ControllerRouterHandler], Sequence[Middleware]]:
     from portal.admin.controllers import admin_route_handlers
 
-    return admin_route_handlers(), []
+    return admin_route_handlers(settings), []
