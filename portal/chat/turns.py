@@ -22,6 +22,7 @@ from portal.chat.views import AnswerView, SourceView, excerpt_of, where_text
 from portal.db.engine import transaction
 from portal.db.models import Citation, Conversation, Document, Message
 from portal.logging import get_logger
+from portal.metrics import LLM_TOKENS, RETRIEVAL_LATENCY, TIME_TO_FIRST_TOKEN, TOKENS_PER_SECOND
 from portal.principal import Principal
 from portal.runtime import Runtime
 from rag.llm import LLMClient, LLMError, LLMTimeout, StreamUsage
@@ -147,8 +148,10 @@ class TurnRunner:
 
     async def _generate(self, turn: TurnInput, stop: asyncio.Event, outcome: TurnOutcome) -> AsyncGenerator[str, None]:
         settings = self.runtime.settings
+        started = time.monotonic()
         try:
             outcome.hits = await self._retrieve(turn)
+            RETRIEVAL_LATENCY.observe(time.monotonic() - started)
         except Exception as exc:  # noqa: BLE001 - any store or embedder failure is the same fault to the person
             log.warning("chat_retrieval_failed", error=type(exc).__name__)
             outcome.status, outcome.error = "failed", STORE_DOWN
@@ -168,6 +171,7 @@ class TurnRunner:
         outcome.model = self.llm.model
         parts: list[str] = []
         next_check = time.monotonic() + settings.chat_stream_sync_s
+        first_token_at: float | None = None
         try:
             stream = self.llm.stream_chat(outcome.plan.messages, max_tokens=turn.policy.max_answer_tokens)
             async with contextlib.aclosing(stream):
@@ -175,6 +179,9 @@ class TurnRunner:
                     if isinstance(piece, StreamUsage):
                         outcome.usage = piece
                         continue
+                    if first_token_at is None:
+                        first_token_at = time.monotonic()
+                        TIME_TO_FIRST_TOKEN.observe(first_token_at - started)
                     parts.append(piece)
                     yield piece
                     if stop.is_set():
@@ -195,6 +202,11 @@ class TurnRunner:
             raise
         finally:
             outcome.content = "".join(parts)
+            if first_token_at is not None and len(parts) > 1:
+                TOKENS_PER_SECOND.observe(len(parts) / max(time.monotonic() - first_token_at, 1e-3))
+            LLM_TOKENS.labels(kind="completion").inc(len(parts))
+            if outcome.plan is not None:
+                LLM_TOKENS.labels(kind="prompt").inc(outcome.plan.prompt_tokens)
 
     async def _save(self, turn: TurnInput, outcome: TurnOutcome) -> AnswerView:
         passages = outcome.plan.passages if outcome.plan else outcome.hits

@@ -1,0 +1,302 @@
+"""The chat services against real parts: database, vector store, embedding model and the llama.cpp server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from portal.audit import AuditContext
+from portal.chat.answering import RateLimited
+from portal.chat.conversations import citations_by_message
+from portal.chat.turns import LLM_DOWN, LLM_SLOW, NO_PASSAGES, STORE_DOWN, DoneEvent, SourcesEvent, TokenEvent
+from portal.chat.views import ReadableDocuments, stored_answer_view
+from portal.db.engine import transaction
+from portal.db.models import AuditEvent, CollectionAccess, Conversation, KeyValue, Message, RetentionPolicy
+from tests.chat.helpers import add_person, sample_library
+from tests.conftest import free_port
+
+CTX = AuditContext(user_id="tester")
+QUESTION = "How long must staff wash their hands before patient contact?"
+
+pytestmark = pytest.mark.llm
+
+
+async def collect(events: Any) -> list[Any]:
+    return [event async for event in events]
+
+
+async def messages_of(env: Any, conversation_id: str) -> list[Message]:
+    async with env.runtime.db() as session:
+        rows = await session.execute(
+            select(Message).where(Message.conversation_id == conversation_id).order_by(Message.created_at)
+        )
+        return list(rows.scalars())
+
+
+async def test_grounded_answer_streams_tokens_then_sources_and_is_saved(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env()
+    hygiene, algebra = await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+
+    # The question is stored before anything else happens, with the answer pending.
+    stored = await messages_of(env, asked.conversation_id)
+    assert [(m.role, m.status) for m in stored] == [("user", "complete"), ("assistant", "pending")]
+    assert stored[0].content == QUESTION
+
+    events = await collect(env.chat.stream(nurse, asked.answer_id, CTX))
+    tokens = [e.text for e in events if isinstance(e, TokenEvent)]
+    assert len(tokens) > 3, "the answer should arrive token by token"
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[-2:] == ["SourcesEvent", "DoneEvent"] and kinds.count("DoneEvent") == 1
+    sources = next(e for e in events if isinstance(e, SourcesEvent)).sources
+    assert sources and {s.document_id for s in sources} == {hygiene.document_id}
+    done = events[-1].answer
+    assert done.status == "complete" and done.content == "".join(tokens)
+
+    answer = (await messages_of(env, asked.conversation_id))[1]
+    assert answer.status == "complete" and answer.content == "".join(tokens) and answer.model == "smollm2"
+    async with env.runtime.db() as session:
+        citations = (await citations_by_message(session, [answer.id]))[answer.id]
+        audit = (
+            await session.execute(select(AuditEvent).where(AuditEvent.action == "chat.answer"))
+        ).scalar_one()
+        question_audit = (
+            await session.execute(select(AuditEvent).where(AuditEvent.action == "chat.question"))
+        ).scalar_one()
+    assert [c.ordinal for c in citations] == list(range(1, len(citations) + 1))
+    assert {c.document_id for c in citations} == {hygiene.document_id}
+    assert audit.model == "smollm2" and audit.detail["retrieved_document_ids"] == [hygiene.document_id]
+    assert set(audit.detail["retrieved_chunk_ids"]) <= set(hygiene.chunk_ids)
+    # Questions are audited without their text unless the setting asks for it.
+    assert "question" not in question_audit.detail and QUESTION not in str(question_audit.detail)
+
+
+async def test_person_never_gets_passages_of_a_collection_they_cannot_read(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env(llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
+    await sample_library(env.runtime)
+    teacher = await add_person(env.runtime, {"teacher"})
+    asked = await env.chat.ask(teacher, QUESTION + " Hand hygiene policy, soap and gloves.", None, CTX)
+    events = await collect(env.chat.stream(teacher, asked.answer_id, CTX))
+    done = events[-1].answer
+    assert all("hygiene" not in s.title.lower() for s in done.sources)
+
+
+async def test_no_passages_answers_without_calling_the_model(make_chat_env: Callable[..., Any]) -> None:
+    # The model server address goes nowhere: if it were called, the turn would fail instead.
+    env = await make_chat_env(llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
+    await sample_library(env.runtime)
+    nobody = await add_person(env.runtime, {"visitor"})  # a role that reads no collection
+    asked = await env.chat.ask(nobody, QUESTION, None, CTX)
+    events = await collect(env.chat.stream(nobody, asked.answer_id, CTX))
+    assert not any(isinstance(e, TokenEvent) for e in events)
+    done = events[-1].answer
+    assert done.status == "complete" and done.content == NO_PASSAGES and done.model is None
+
+
+async def test_role_allowed_general_answers_gets_the_model_without_passages(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env(chat_general_answer_roles=["visitor"])
+    visitor = await add_person(env.runtime, {"visitor"})
+    asked = await env.chat.ask(visitor, "What is a good way to start a staff meeting?", None, CTX)
+    done = (await collect(env.chat.stream(visitor, asked.answer_id, CTX)))[-1].answer
+    assert done.status == "complete" and done.model == "smollm2" and done.content and done.content != NO_PASSAGES
+    assert done.sources == []
+
+
+async def test_general_answers_from_the_retention_policy_flag(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env()
+    async with transaction(env.runtime.db) as session:
+        session.add(RetentionPolicy(role="office", conversation_days=30, allow_general_answers=True))
+    office = await add_person(env.runtime, {"office"})
+    asked = await env.chat.ask(office, "How do I write a polite reminder email?", None, CTX)
+    done = (await collect(env.chat.stream(office, asked.answer_id, CTX)))[-1].answer
+    assert done.model == "smollm2" and done.content != NO_PASSAGES
+
+
+async def test_llm_down_keeps_question_shows_passages_and_can_be_retried(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env(llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
+    hygiene, _ = await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    done = (await collect(env.chat.stream(nurse, asked.answer_id, CTX)))[-1].answer
+    assert done.status == "failed" and done.notice == LLM_DOWN and done.retryable
+    assert {s.document_id for s in done.sources} == {hygiene.document_id}
+    stored = await messages_of(env, asked.conversation_id)
+    assert stored[0].content == QUESTION and stored[1].status == "failed" and stored[1].error == LLM_DOWN
+    # Retry makes it pending again and runs the turn afresh (the model is still down: failed again).
+    await env.chat.retry(nurse, asked.answer_id, CTX)
+    assert (await messages_of(env, asked.conversation_id))[1].status == "pending"
+    again = (await collect(env.chat.stream(nurse, asked.answer_id, CTX)))[-1].answer
+    assert again.status == "failed"
+
+
+async def test_llm_timeout_is_reported_plainly(make_chat_env: Callable[..., Any]) -> None:
+    # A server that accepts connections and never answers.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        env = await make_chat_env(llm_base_url=f"http://127.0.0.1:{silent.getsockname()[1]}/v1", llm_timeout_s=1.0)
+        await sample_library(env.runtime)
+        nurse = await add_person(env.runtime, {"nurse"})
+        asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+        done = (await collect(env.chat.stream(nurse, asked.answer_id, CTX)))[-1].answer
+    finally:
+        silent.close()
+    assert done.status == "failed" and done.notice == LLM_SLOW and done.sources
+
+
+async def test_vector_store_down_keeps_the_question(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env(llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    assert env.runtime.store is not None
+    await env.runtime.store.close()  # the store goes away under the running portal
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    done = (await collect(env.chat.stream(nurse, asked.answer_id, CTX)))[-1].answer
+    assert done.status == "failed" and done.notice == STORE_DOWN and done.retryable
+    stored = await messages_of(env, asked.conversation_id)
+    assert stored[0].content == QUESTION and stored[1].status == "failed"
+    env.runtime.store = None  # already closed; keep runtime.stop() from closing it twice
+
+
+async def test_stop_keeps_what_arrived_as_incomplete(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env(llm_max_tokens=200)
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION + " Explain in detail, step by step.", None, CTX)
+    received: list[str] = []
+    done = None
+    async for event in env.chat.stream(nurse, asked.answer_id, CTX):
+        if isinstance(event, TokenEvent):
+            received.append(event.text)
+            if len(received) == 3:
+                await env.chat.request_stop(nurse, asked.answer_id)
+        elif isinstance(event, DoneEvent):
+            done = event.answer
+    assert done is not None and done.status == "incomplete"
+    answer = (await messages_of(env, asked.conversation_id))[1]
+    assert answer.status == "incomplete" and answer.content == "".join(received)
+    assert len(received) < 20
+
+
+async def test_stop_from_another_process_reaches_the_stream_through_shared_state(
+    make_chat_env: Callable[..., Any],
+) -> None:
+    env = await make_chat_env(llm_max_tokens=300, chat_stream_sync_s=0.05)
+    other_process = await make_chat_env(database_url=env.runtime.settings.database_url, llm_max_tokens=300)
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION + " Explain in detail, step by step.", None, CTX)
+    count = 0
+    done = None
+    async for event in env.chat.stream(nurse, asked.answer_id, CTX):
+        if isinstance(event, TokenEvent):
+            count += 1
+            if count == 2:
+                await other_process.chat.request_stop(nurse, asked.answer_id)
+        elif isinstance(event, DoneEvent):
+            done = event.answer
+    assert done is not None and done.status == "incomplete" and count < 60
+
+
+async def test_reader_gone_mid_stream_saves_partial_answer_as_incomplete(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env(llm_max_tokens=200)
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION + " Explain in detail, step by step.", None, CTX)
+    events = env.chat.stream(nurse, asked.answer_id, CTX)
+    received = []
+    async for event in events:
+        if isinstance(event, TokenEvent):
+            received.append(event.text)
+            if len(received) == 2:
+                break
+    await events.aclose()  # what the server does when the connection is cut
+    for _ in range(200):
+        answer = (await messages_of(env, asked.conversation_id))[1]
+        if answer.status != "streaming":
+            break
+        await asyncio.sleep(0.05)
+    assert answer.status == "incomplete"
+    assert answer.content.startswith("".join(received)) and answer.content
+
+
+async def test_rate_limit_per_role(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env(chat_questions_per_minute=2, chat_role_questions_per_minute={"nurse": 3})
+    teacher = await add_person(env.runtime, {"teacher"})
+    nurse = await add_person(env.runtime, {"nurse"})
+    for _ in range(2):
+        await env.chat.ask(teacher, "a question", None, CTX)
+    with pytest.raises(RateLimited) as refused:
+        await env.chat.ask(teacher, "one too many", None, CTX)
+    assert refused.value.retry_after_s >= 1 and "limit for your role" in str(refused.value)
+    for _ in range(3):
+        await env.chat.ask(nurse, "a question", None, CTX)
+    with pytest.raises(RateLimited):
+        await env.chat.ask(nurse, "one too many", None, CTX)
+
+
+async def test_max_answer_tokens_per_role(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env(llm_max_tokens=200, chat_role_max_answer_tokens={"nurse": 5})
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION + " Explain in detail.", None, CTX)
+    events = await collect(env.chat.stream(nurse, asked.answer_id, CTX))
+    assert 0 < sum(isinstance(e, TokenEvent) for e in events) <= 5
+
+
+async def test_zero_retention_writes_nothing_of_the_conversation(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env()
+    await sample_library(env.runtime)
+    async with transaction(env.runtime.db) as session:
+        session.add(RetentionPolicy(role="nurse", conversation_days=0))
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    assert asked.ephemeral and asked.conversation_id is None
+    events = await collect(env.chat.stream(nurse, asked.answer_id, CTX))
+    done = events[-1].answer
+    assert done.status == "complete" and done.content and done.ephemeral and done.sources
+    async with env.runtime.db() as session:
+        assert (await session.execute(select(func.count()).select_from(Message))).scalar_one() == 0
+        assert (await session.execute(select(func.count()).select_from(Conversation))).scalar_one() == 0
+        leftovers = (await session.execute(select(KeyValue.key).where(KeyValue.key.like("chat:turn:%")))).all()
+        audit_text = str([e.detail for e in (await session.execute(select(AuditEvent))).scalars()])
+    assert leftovers == []
+    assert QUESTION not in audit_text and done.content not in audit_text
+    # The short-lived record is gone: the same answer cannot be streamed twice.
+    from portal.chat.conversations import ChatNotFound
+
+    with pytest.raises(ChatNotFound):
+        await collect(env.chat.stream(nurse, asked.answer_id, CTX))
+
+
+async def test_render_time_recheck_drops_a_citation_the_person_can_no_longer_read(
+    make_chat_env: Callable[..., Any],
+) -> None:
+    env = await make_chat_env()
+    hygiene, _ = await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    await collect(env.chat.stream(nurse, asked.answer_id, CTX))
+    # Nurses lose access to the clinical collection after the answer was written.
+    async with transaction(env.runtime.db) as session:
+        await session.execute(
+            delete(CollectionAccess).where(
+                CollectionAccess.collection_id == hygiene.collection_id, CollectionAccess.role == "nurse"
+            )
+        )
+    async with env.runtime.db() as session:
+        message = await session.get(Message, asked.answer_id)
+        assert message is not None
+        citations = (await citations_by_message(session, [message.id]))[message.id]
+        assert citations
+        readable = ReadableDocuments(session, nurse, env.runtime.clock.now())
+        view = await stored_answer_view(session, readable, message, citations)
+    assert view.sources == [] and view.withheld_sources == len(citations)
+    assert "/chat/passages/" not in str(view.html)
