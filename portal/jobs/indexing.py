@@ -67,6 +67,8 @@ class _Work:
     target_version: int
     replacement: dict[str, Any] | None  # the new file's fields when the job replaces the document's file
     previous_storage_path: str | None
+    # The target version is already current: an earlier attempt flipped it and stopped before cleaning up.
+    already_current: bool = False
 
 
 class _Gone(Exception):
@@ -84,17 +86,19 @@ async def _prepare(ctx: IndexingContext, job_id: str) -> _Work:
         payload = dict(job.payload or {})
         # Reuse the version an interrupted attempt chose: re-running then rewrites the same point ids.
         target = int(payload.get("target_version") or 0)
-        if target <= document.version:
+        already_current = target > 0 and target == document.version and job.stage == "cleanup"
+        if target <= document.version and not already_current:
             target = document.version + 1
             payload["target_version"] = target
             job.payload = payload
         replacement = payload.get("replacement")
         storage_path = replacement["storage_path"] if replacement else document.storage_path
         filename = replacement["filename"] if replacement else document.filename
-        document.status = "parsing"
-        document.progress = 0.0
-        document.error = None
-        job.stage = "parsing"
+        if not already_current:
+            document.status = "parsing"
+            document.progress = 0.0
+            document.error = None
+            job.stage = "parsing"
         if not storage_path:
             raise DocumentRejected(filename, "the stored file is missing")
         return _Work(
@@ -105,7 +109,10 @@ async def _prepare(ctx: IndexingContext, job_id: str) -> _Work:
             storage_path=storage_path,
             target_version=target,
             replacement=replacement,
-            previous_storage_path=document.storage_path if replacement else None,
+            previous_storage_path=payload.get("previous_storage_path") if already_current else (
+                document.storage_path if replacement else None
+            ),
+            already_current=already_current,
         )
 
 
@@ -150,11 +157,23 @@ async def _flip(ctx: IndexingContext, work: _Work, chunks: list[Chunk], title: s
             document.storage_path = work.replacement["storage_path"]
             document.content_hash = work.replacement["content_hash"]
             document.size_bytes = int(work.replacement["size_bytes"])
+        # The job stays running until the old version's points are gone (see _drop_old_version).
+        job.stage = "cleanup"
+        job.progress = 1.0
+        job.error = None
+        job.heartbeat_at = now
+        job.payload = {**(job.payload or {}), "previous_storage_path": work.previous_storage_path}
+
+
+async def _finish(ctx: IndexingContext, job_id: str) -> None:
+    async with transaction(ctx.db) as session:
+        job = await session.get(IngestionJob, job_id)
+        if job is None:
+            return
         job.status = "done"
         job.stage = "done"
         job.progress = 1.0
-        job.finished_at = now
-        job.error = None
+        job.finished_at = ctx.clock.now()
 
 
 async def remove_file_if_unreferenced(db: async_sessionmaker[AsyncSession], root: Path, relative: str | None) -> bool:
@@ -209,8 +228,11 @@ async def run_index_job(ctx: IndexingContext, job_id: str) -> str:
     heartbeat = asyncio.create_task(_heartbeat(ctx, job_id))
     try:
         work = await _prepare(ctx, job_id)
-        chunks, title, mime_type = await _index(ctx, work)
-        await _flip(ctx, work, chunks, title, mime_type)
+        if not work.already_current:
+            chunks, title, mime_type = await _index(ctx, work)
+            await _flip(ctx, work, chunks, title, mime_type)
+        await _drop_old_version(ctx, work)
+        await _finish(ctx, job_id)
     except _Gone:
         if work is not None:
             await ctx.store.delete_document(work.document_id)
@@ -229,7 +251,6 @@ async def run_index_job(ctx: IndexingContext, job_id: str) -> str:
         heartbeat.cancel()
         with contextlib.suppress(BaseException):
             await heartbeat
-    await _drop_old_version(ctx, work)
     return "done"
 
 
@@ -288,10 +309,8 @@ async def _index(ctx: IndexingContext, work: _Work) -> tuple[list[Chunk], str, s
     return chunks, parsed.title, parsed.mime_type
 
 
-async def _drop_old_version(ctx: IndexingContext, work: _Work | None) -> None:
-    if work is None:
-        return
-    if work.target_version > 1:
+async def _drop_old_version(ctx: IndexingContext, work: _Work) -> None:
+    if work.target_version > 1 and not work.already_current:
         await asyncio.sleep(ctx.old_version_grace_s)
     async with ctx.db() as session:
         current = await session.scalar(select(Document.version).where(Document.id == work.document_id))

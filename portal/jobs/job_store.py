@@ -172,11 +172,12 @@ async def recover_stale_jobs(
                         .values(status="failed", error=job.error, updated_at=now)
                     )
             else:
+                flipped = job.stage == "cleanup"  # the new version is current; only the old points remain to drop
                 job.status = "queued"
-                job.stage = "queued"
+                job.stage = "cleanup" if flipped else "queued"
                 job.worker_id = None
                 requeued.append(job.id)
-                if job.document_id:
+                if job.document_id and not flipped:
                     await session.execute(
                         update(Document).where(Document.id == job.document_id).values(status="queued", updated_at=now)
                     )
