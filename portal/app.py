@@ -44,6 +44,9 @@ def _area_hooks() -> list[AreaHook]:
     from portal.admin import register as register_admin
 
     hooks.append(register_admin)
+    from portal.governance import register as register_governance
+
+    hooks.append(register_governance)
     return hooks
 
 

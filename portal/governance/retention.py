@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.audit import AuditContext, append_audit
-from portal.db.models import RetentionPolicy
+from portal.db.models import Collection, Document, RetentionPolicy
 
 # The same default as Settings.default_retention_days; callers with settings pass theirs.
 DEFAULT_RETENTION_DAYS = 90
@@ -160,3 +160,53 @@ def _policy_dict(policy: RetentionPolicy) -> dict[str, object]:
         "overrides_shorter": policy.overrides_shorter,
         "allow_general_answers": policy.allow_general_answers,
     }
+
+
+# Documents: expiry per collection (time-to-live) or per document ----------------------------------------------
+
+
+async def set_collection_ttl(
+    session: AsyncSession, *, collection_id: str, days: int | None, now: datetime, context: AuditContext
+) -> int:
+    """Set (or clear, with None) how long a collection's documents live after upload. Documents without an
+    expiry date get one now (upload + days), so retrieval stops returning them on that date; returns how many."""
+    if days is not None and not 1 <= days <= 36500:
+        raise PolicyError("A document lifetime is between 1 and 36500 days (leave it empty to keep documents).")
+    collection = await session.get(Collection, collection_id)
+    if collection is None:
+        raise PolicyError("There is no such collection.")
+    before = collection.document_ttl_days
+    collection.document_ttl_days = days
+    stamped = 0
+    if days is not None:
+        documents = (
+            await session.execute(
+                select(Document).where(Document.collection_id == collection_id, Document.expires_at.is_(None))
+            )
+        ).scalars()
+        for document in documents:
+            document.expires_at = document.created_at + timedelta(days=days)
+            stamped += 1
+    await session.flush()
+    await append_audit(
+        session, at=now, action="retention.collection_ttl_set", context=context, object_type="collection",
+        object_ids=[collection_id], detail={"before": before, "after": days, "documents_given_expiry": stamped},
+    )
+    return stamped
+
+
+async def set_document_expiry(
+    session: AsyncSession, *, document_id: str, expires_at: datetime | None, now: datetime, context: AuditContext
+) -> None:
+    """One document's expiry date (None: never). From that moment it is not retrieved; the purge removes it."""
+    document = await session.get(Document, document_id)
+    if document is None:
+        raise PolicyError("There is no such document.")
+    before = document.expires_at
+    document.expires_at = expires_at
+    await session.flush()
+    await append_audit(
+        session, at=now, action="retention.document_expiry_set", context=context, object_type="document",
+        object_ids=[document_id],
+        detail={"before": before.isoformat() if before else None, "after": expires_at.isoformat() if expires_at else None},
+    )
