@@ -68,7 +68,7 @@ class CachedEmbedder:
                     self._pending[keys[i]] = vector
         self.misses += len(missing)
         self.hits += len(texts) - len(missing)
-        if len(self._pending) >= 4096:
+        if len(self._pending) >= 1024:
             self.save()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
