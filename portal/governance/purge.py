@@ -64,6 +64,7 @@ class PurgeReport:
     held_skipped: set[str] = field(default_factory=set)
     batches: int = 0
     audit_pruned: int = 0
+    audit_prune_refused: list[str] = field(default_factory=list)  # a broken chain is never pruned
     complete: bool = True
 
     @property
@@ -82,6 +83,7 @@ class PurgeReport:
             "held_skipped": len(self.held_skipped),
             "batches": self.batches,
             "audit_records_pruned": self.audit_pruned,
+            "audit_prune_refused_problems": len(self.audit_prune_refused),
         }
 
 
@@ -320,6 +322,9 @@ async def run_purge(
         async with transaction(factory) as session:
             pruned = await prune_audit(session, before=now - timedelta(days=settings.audit_retention_days), now=now)
             report.audit_pruned = pruned.removed
+            report.audit_prune_refused = pruned.refused
+        if report.audit_prune_refused:
+            log.error("audit_chain_broken_prune_refused", problems=len(report.audit_prune_refused))
     async with transaction(factory) as session:
         await append_audit(
             session, at=now, action="purge.receipt", context=SYSTEM_CONTEXT, object_type="purge",
