@@ -57,7 +57,7 @@ def eval_command(
     for name in ("corpus.jsonl", "queries.jsonl", "qrels.tsv"):
         if not (dataset_dir / name).is_file():
             raise click.UsageError(f"{dataset_dir} has no {name} (BEIR layout expected)")
-    from rag.embed import EmbedderConfig, Embedder, load_embedder, load_reranker
+    from rag.embed import Embedder, EmbedderConfig, load_embedder, load_reranker
     from rag.embed_cache import CachedEmbedder
     from rag.eval import format_table, run_eval
     from rag.fusion import FusionConfig

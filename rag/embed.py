@@ -122,7 +122,7 @@ class SentenceTransformerEmbedder(_AsyncMixin):
 
     @property
     def max_seq_length(self) -> int:
-        return int(self._model.max_seq_length)
+        return int(self._model.max_seq_length or 256)
 
     @property
     def max_chunk_tokens(self) -> int:

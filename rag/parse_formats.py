@@ -27,7 +27,7 @@ def _paragraph_blocks(text: str, page: int | None, heading_path: tuple[str, ...]
 
 
 def parse_pdf(data: bytes, filename: str, limits: ParseLimits) -> tuple[str, list[ParsedBlock], int]:
-    from pypdf import PdfReader
+    from pypdf import PasswordType, PdfReader
     from pypdf.errors import PdfReadError
 
     # pypdf quietly rebuilds a cut-off file's cross-reference table; a PDF without its end
@@ -40,9 +40,9 @@ def parse_pdf(data: bytes, filename: str, limits: ParseLimits) -> tuple[str, lis
         if reader.is_encrypted:
             # An empty user password only restricts printing or copying; anything else is locked.
             try:
-                unlocked = reader.decrypt("")
+                unlocked = reader.decrypt("") != PasswordType.NOT_DECRYPTED
             except Exception:
-                unlocked = 0
+                unlocked = False
             if not unlocked:
                 raise DocumentRejected(filename, "the PDF is encrypted with a password")
         page_count = len(reader.pages)
