@@ -145,6 +145,8 @@ AREA_COMMANDS: list[tuple[str, str]] = [
     ("portal.cli_eval", "eval_command"),
     ("portal.governance.cli", "purge_command"),
     ("portal.governance.cli", "audit_group"),
+    ("portal.admin.ingest_cli", "ingest_command"),
+    ("portal.jobs.saq_worker", "worker_command"),
 ]
 
 _register_area_commands()
