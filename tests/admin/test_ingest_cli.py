@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 from click.testing import CliRunner
 from sqlalchemy import func, select
