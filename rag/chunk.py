@@ -78,20 +78,24 @@ def _split_oversized(text: str, page: int | None, count: TokenCounter, limit: in
         words = sentence.split()
         start = 0
         while start < len(words):
-            # Grow a window of words while it fits; a single over-long "word" is cut by characters.
-            end = start + 1
-            best = start
-            while end <= len(words) and count(" ".join(words[start:end])) <= limit:
-                best = end
-                end += 1
-            if best == start:
+            # The longest window of words that fits, by binary search: every word is at least one
+            # token, so a window never holds more than ``limit`` words.
+            low, high = start, min(len(words), start + limit)
+            while low < high:
+                middle = (low + high + 1) // 2
+                if count(" ".join(words[start:middle])) <= limit:
+                    low = middle
+                else:
+                    high = middle - 1
+            if low == start:
+                # A single "word" longer than the limit (a URL, a hash): cut it by characters.
                 word = words[start]
                 cut = max(1, len(word) * limit // max(count(word), 1))
                 words[start : start + 1] = [word[:cut], word[cut:]]
                 continue
-            window = " ".join(words[start:best])
+            window = " ".join(words[start:low])
             pieces.append(_Piece(window, count(window), page))
-            start = best
+            start = low
     return pieces
 
 
