@@ -65,5 +65,8 @@ async def seed_sample_data(settings: Settings) -> None:
             for role, days in SAMPLE_RETENTION:
                 if role not in roles_with_policy:
                     session.add(RetentionPolicy(role=role, conversation_days=days))
+            from portal.admin.sample_documents import queue_sample_documents_once
+
+            await queue_sample_documents_once(session, settings)
     finally:
         await engine.dispose()
