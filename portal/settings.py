@@ -144,6 +144,10 @@ class Settings(BaseSettings):
 
     max_upload_mb: int = Field(default=50, gt=0)
     workers: int = Field(default=1, ge=0)  # in-process indexing workers (0: use `enclave worker` processes)
+    # The usage dashboard's estimate of what the same traffic would cost on a metered cloud LLM API.
+    usage_price_input_per_million: float = Field(default=2.50, ge=0)
+    usage_price_output_per_million: float = Field(default=10.00, ge=0)
+    usage_price_currency: str = "USD"
 
     retention_policies: list[RetentionPolicySettings] = Field(default_factory=list)
     default_retention_days: int = Field(default=90, ge=0)
