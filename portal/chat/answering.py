@@ -261,5 +261,6 @@ class ChatService:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(task), timeout=5)
+        await self.runner.close()
         await self.llm.close()
         await self.state.close()

@@ -30,6 +30,10 @@ class SharedState(Protocol):
         ...
 
     async def delete(self, key: str) -> None: ...
+    async def present(self, keys: list[str]) -> set[str]:
+        """Which of `keys` exist now (one round trip for all the streams a process serves)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -80,6 +84,18 @@ class DatabaseState:
         async with transaction(self._db) as session:
             await session.execute(delete(KeyValue).where(KeyValue.key == key))
 
+    async def present(self, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        async with self._db() as session:
+            rows = await session.execute(
+                select(KeyValue.key).where(
+                    KeyValue.key.in_(keys),
+                    (KeyValue.expires_at.is_(None)) | (KeyValue.expires_at > self._clock.now()),
+                )
+            )
+            return set(rows.scalars())
+
     def _live(self, row: KeyValue | None) -> bytes | None:
         if row is None or (row.expires_at is not None and row.expires_at <= self._clock.now()):
             return None
@@ -116,6 +132,12 @@ class RedisState:
 
     async def delete(self, key: str) -> None:
         await self._redis.delete(f"enclave:{key}")
+
+    async def present(self, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        values = await self._redis.mget([f"enclave:{key}" for key in keys])
+        return {key for key, value in zip(keys, values, strict=True) if value is not None}
 
     async def close(self) -> None:
         await self._redis.aclose()

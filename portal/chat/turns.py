@@ -105,9 +105,34 @@ class TurnRunner:
     def __init__(self, runtime: Runtime, llm: LLMClient, state: SharedState) -> None:
         self.runtime, self.llm, self.state = runtime, llm, state
         self._stops: dict[str, asyncio.Event] = {}
+        self._watcher: asyncio.Task[None] | None = None
 
     def local_stop(self, answer_id: str) -> asyncio.Event:
-        return self._stops.setdefault(answer_id, asyncio.Event())
+        event = self._stops.setdefault(answer_id, asyncio.Event())
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch_stop_requests(), name="chat-stop-watcher")
+        return event
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watcher
+
+    async def _watch_stop_requests(self) -> None:
+        """Stop may be pressed on another process: one query per interval covers every stream this process serves."""
+        interval = self.runtime.settings.chat_stream_sync_s
+        while self._stops:
+            await asyncio.sleep(interval)
+            waiting = [answer_id for answer_id, event in self._stops.items() if not event.is_set()]
+            try:
+                requested = await self.state.present([f"chat:stop:{answer_id}" for answer_id in waiting])
+            except Exception as exc:  # noqa: BLE001 - a lost check is retried next interval
+                log.warning("chat_stop_check_failed", error=type(exc).__name__)
+                continue
+            for answer_id in waiting:
+                if f"chat:stop:{answer_id}" in requested and answer_id in self._stops:
+                    self._stops[answer_id].set()
 
     def signal_stop_here(self, answer_id: str) -> None:
         if answer_id in self._stops:
@@ -170,7 +195,6 @@ class TurnRunner:
             return
         outcome.model = self.llm.model
         parts: list[str] = []
-        next_check = time.monotonic() + settings.chat_stream_sync_s
         first_token_at: float | None = None
         try:
             stream = self.llm.stream_chat(outcome.plan.messages, max_tokens=turn.policy.max_answer_tokens)
@@ -187,11 +211,6 @@ class TurnRunner:
                     if stop.is_set():
                         outcome.status = "incomplete"
                         break
-                    if time.monotonic() >= next_check:
-                        next_check = time.monotonic() + settings.chat_stream_sync_s
-                        if await self.state.get(f"chat:stop:{turn.answer_id}") is not None:
-                            outcome.status = "incomplete"
-                            break
         except LLMTimeout:
             outcome.status, outcome.error = "failed", LLM_SLOW
         except LLMError as exc:

@@ -10,7 +10,7 @@ from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.access import can_read_document
+from portal.access import can_manage_collection, can_read_document
 from portal.chat.rendering import passage_url, render_answer
 from portal.db.models import Citation, Document, DocumentChunk, Feedback, Message
 from portal.principal import Principal
@@ -184,5 +184,8 @@ async def passage_view(
         before=[c.text for c in neighbours if c.ordinal < chunk.ordinal],
         passage=chunk.text,
         after=[c.text for c in neighbours if c.ordinal > chunk.ordinal],
-        document_url=f"/documents/{document.id}/file" if document.storage_path else None,
+        # Readers see the passage; those who manage the collection also get the document's own page.
+        document_url=f"/admin/documents/{document.id}"
+        if await can_manage_collection(session, principal, document.collection_id)
+        else None,
     )

@@ -1,0 +1,147 @@
+"""Portal overhead on the chat path, printed as JSON.
+
+Overhead = time from the question's POST to the first token event on the page's stream, minus the instrument
+LLM's own time to first token for that question (bench/instant_llm.py answers at once). Two phases:
+
+1. one user, questions one after another: p50 (target <= 20 ms);
+2. `--streams` other answers kept streaming while new questions arrive at `--rate` per second: p99 of the new
+   questions' overhead (target <= 150 ms), and how many streams ended without error.
+
+    .venv/bin/python bench/bench_chat_overhead.py [--streams 200 --rate 5 --duration 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.chat_bench_support import Deployment, ask, new_marker, percentile  # noqa: E402
+
+
+async def first_token(client: httpx.AsyncClient, keep_reading: bool) -> tuple[float, str, bool]:
+    """Ask, open the stream; return (seconds from POST to first token event, marker, stream ended cleanly)."""
+    marker = new_marker()
+    started = time.perf_counter()
+    stream_url = await ask(client, marker)
+    first_at = 0.0
+    tail = b""
+    async with client.stream("GET", stream_url, headers={"accept": "text/event-stream"}) as response:
+        async for chunk in response.aiter_raw():
+            if not first_at and b"event: token" in tail + chunk:
+                first_at = time.perf_counter()
+                if not keep_reading:
+                    break
+            tail = (tail + chunk)[-256:]
+    ended = b"event: done" in tail
+    return first_at - started, marker, ended
+
+
+async def background_stream(client: httpx.AsyncClient, results: dict[str, int]) -> None:
+    try:
+        _, _, ended = await first_token(client, keep_reading=True)
+        results["ok" if ended else "cut"] += 1
+    except Exception:  # noqa: BLE001 - counted, reported
+        results["error"] += 1
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    # Background answers must outlast the measuring phase: tokens * interval seconds each.
+    deployment = Deployment(llm_tokens=args.tokens, llm_interval_ms=args.interval_ms,
+                            database_url=os.environ.get("ENCLAVE_BENCH_DATABASE_URL"),
+                            extra_env={"ENCLAVE_REDIS_URL": os.environ["ENCLAVE_BENCH_REDIS_URL"]}
+                            if os.environ.get("ENCLAVE_BENCH_REDIS_URL") else {})
+    await asyncio.to_thread(deployment.start)
+    try:
+        client = await deployment.sign_in()
+        for _ in range(3):  # warm-up: first embedding, first prompt count, connection pools
+            await first_token(client, keep_reading=False)
+
+        single: list[tuple[float, str]] = []
+        for _ in range(args.single):
+            elapsed, marker, _ = await first_token(client, keep_reading=False)
+            single.append((elapsed, marker))
+            await asyncio.sleep(0.05)
+        ttft = await deployment.instrument_ttft()
+        single_overhead = [e * 1000 - ttft.get(m, 0.0) for e, m in single]
+
+        results = {"ok": 0, "cut": 0, "error": 0}
+        background = [asyncio.create_task(background_stream(client, results)) for _ in range(args.streams)]
+        await asyncio.sleep(args.ramp_s)  # let every background answer start streaming
+        measured: list[tuple[float, str]] = []
+        failures = 0
+
+        async def measured_question() -> None:
+            nonlocal failures
+            try:
+                elapsed, marker, _ = await first_token(client, keep_reading=False)
+                measured.append((elapsed, marker))
+            except Exception:  # noqa: BLE001
+                failures += 1
+
+        arrivals = []
+        began = time.perf_counter()
+        for i in range(int(args.rate * args.duration)):
+            delay = began + i / args.rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            arrivals.append(asyncio.create_task(measured_question()))
+        await asyncio.gather(*arrivals)
+        streaming_during = sum(1 for t in background if not t.done())
+        await asyncio.gather(*background)
+        ttft = await deployment.instrument_ttft()
+        loaded_overhead = [e * 1000 - ttft.get(m, 0.0) for e, m in measured]
+        await client.aclose()
+        return {
+            "benchmark": "chat_portal_overhead",
+            "database": "postgresql" if deployment.database_url else "sqlite",
+            "shared_state": "redis" if os.environ.get("ENCLAVE_BENCH_REDIS_URL") else "database",
+            "instrument": {"tokens_per_answer": args.tokens, "token_interval_ms": args.interval_ms},
+            "single_user": {
+                "questions": len(single_overhead),
+                "overhead_ms_p50": percentile(single_overhead, 50),
+                "overhead_ms_p90": percentile(single_overhead, 90),
+                "overhead_ms_max": round(max(single_overhead), 2),
+                "target_p50_ms": 20,
+            },
+            "under_load": {
+                "background_streams": args.streams,
+                "background_streams_still_streaming_at_end_of_phase": streaming_during,
+                "new_questions_per_s": args.rate,
+                "questions": len(loaded_overhead),
+                "question_failures": failures,
+                "overhead_ms_p50": percentile(loaded_overhead, 50),
+                "overhead_ms_p99": percentile(loaded_overhead, 99),
+                "overhead_ms_max": round(max(loaded_overhead), 2) if loaded_overhead else None,
+                "target_p99_ms": 150,
+                "background_streams_completed": results["ok"],
+                "background_streams_cut": results["cut"],
+                "background_streams_errors": results["error"],
+            },
+        }
+    finally:
+        await asyncio.to_thread(deployment.stop)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--single", type=int, default=60, help="questions in the one-user phase")
+    parser.add_argument("--streams", type=int, default=200, help="answers streaming in the background")
+    parser.add_argument("--rate", type=float, default=5.0, help="new questions per second under load")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of new questions under load")
+    parser.add_argument("--ramp-s", type=float, default=8.0, help="seconds to let the background streams start")
+    parser.add_argument("--tokens", type=int, default=900, help="tokens per instrument answer")
+    parser.add_argument("--interval-ms", type=float, default=50.0, help="instrument gap between tokens")
+    print(json.dumps(asyncio.run(run(parser.parse_args())), indent=2))
+
+
+if __name__ == "__main__":
+    main()
