@@ -8,14 +8,19 @@ from typing import Literal
 
 from rag.types import SearchHit
 
-FusionMethod = Literal["rrf", "minmax", "zscore"]
+FusionMethod = Literal["rrf", "minmax", "zscore", "adaptive"]
 
 
 @dataclass(frozen=True, slots=True)
 class FusionConfig:
-    method: FusionMethod = "minmax"
+    method: FusionMethod = "adaptive"
+    # Fixed weight of the dense list for "minmax" and "zscore".
     dense_weight: float = 0.5
     rrf_k: int = 60
+    # "adaptive": each list's weight follows how far its best hit stands out from the rest of its
+    # candidates, measured in standard deviations, within these bounds.
+    min_dense_weight: float = 0.2
+    max_dense_weight: float = 0.8
 
 
 def rrf(dense: Sequence[SearchHit], sparse: Sequence[SearchHit], k: int = 60) -> list[SearchHit]:
@@ -70,6 +75,27 @@ def weighted_scores(
     return _ranked(hits, scores)
 
 
+def top_hit_prominence(hits: Sequence[SearchHit]) -> float:
+    """How many standard deviations the best score sits above the mean of the candidates.
+
+    A list whose top hit stands far out has found something specific; a flat list (a long, vague
+    question for BM25, or a keyword query for the embedding) is guessing.
+    """
+    values = [hit.score for hit in hits]
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    return (values[0] - mean) / std if std > 0 else 0.0
+
+
+def adaptive_dense_weight(dense: Sequence[SearchHit], sparse: Sequence[SearchHit], config: FusionConfig) -> float:
+    dense_conf = max(top_hit_prominence(dense), 1e-6)
+    sparse_conf = max(top_hit_prominence(sparse), 1e-6)
+    weight = dense_conf / (dense_conf + sparse_conf)
+    return min(config.max_dense_weight, max(config.min_dense_weight, weight))
+
+
 def fuse(dense: Sequence[SearchHit], sparse: Sequence[SearchHit], config: FusionConfig | None = None) -> list[SearchHit]:
     config = config or FusionConfig()
     if not dense:
@@ -78,4 +104,6 @@ def fuse(dense: Sequence[SearchHit], sparse: Sequence[SearchHit], config: Fusion
         return list(dense)
     if config.method == "rrf":
         return rrf(dense, sparse, config.rrf_k)
+    if config.method == "adaptive":
+        return weighted_scores(dense, sparse, "minmax", adaptive_dense_weight(dense, sparse, config))
     return weighted_scores(dense, sparse, config.method, config.dense_weight)
