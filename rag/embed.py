@@ -181,7 +181,13 @@ class OpenAIEmbedder(_AsyncMixin):
     def _call(self, texts: list[str]) -> Vectors:
         response = self._client.embeddings.create(model=self._model_name, input=texts)
         ordered = sorted(response.data, key=lambda item: item.index)
-        return _normalise(np.array([item.embedding for item in ordered], dtype=np.float32))
+        rows = []
+        for item in ordered:
+            vector = np.asarray(item.embedding, dtype=np.float32)
+            # llama.cpp's server returns one vector per token for models without a pooling layer;
+            # mean pooling turns that into the single vector the API promises.
+            rows.append(vector.mean(axis=0) if vector.ndim == 2 else vector)
+        return _normalise(np.stack(rows))
 
     @property
     def dim(self) -> int:

