@@ -50,7 +50,7 @@ def test_one_empty_list_returns_the_other_unchanged() -> None:
 
 def test_every_candidate_appears_once() -> None:
     for method in ("rrf", "minmax", "zscore", "adaptive"):
-        fused = fuse(DENSE, SPARSE, FusionConfig(method=method))  # type: ignore[arg-type]
+        fused = fuse(DENSE, SPARSE, FusionConfig(method=method))
         assert sorted(ids(fused)) == ["a:0", "b:0", "c:0", "d:0"]
         scores = [h.score for h in fused]
         assert scores == sorted(scores, reverse=True)
