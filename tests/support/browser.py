@@ -70,8 +70,10 @@ class LivePortal:
         self.thread.join(timeout=30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    # Module scope, not session: Playwright's sync API keeps an event loop running in the main thread while it
+    # is open, which would break every async test collected after the first browser test.
     require_browser_tools()
     from playwright.sync_api import sync_playwright
 
