@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from litestar import Request, Router
 from litestar.di import Provide
@@ -29,7 +30,7 @@ def register(settings: Settings) -> tuple[Sequence[ControllerRouterHandler], Seq
     from portal.chat.shared_state import open_shared_state
     from rag.llm import LLMClient
 
-    def provide_chat(request: Request) -> ChatService:
+    def provide_chat(request: Request) -> Any:  # ChatService; Litestar resolves annotations in module globals
         # One service per app, made on first use inside the running loop (its HTTP pools belong to that loop).
         app = request.app
         service = app.state.get("chat_service")
