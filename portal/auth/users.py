@@ -59,16 +59,24 @@ def with_extra_groups(claims: Mapping[str, Any], groups_claim: str, extra: Seque
     return merged
 
 
-async def replace_roles(session: AsyncSession, user: User, roles: frozenset[str], source: str, now: datetime) -> None:
-    """Set the claim-derived roles; roles an administrator granted by hand stay."""
-    kept = {a.role for a in user.roles if a.source == "admin"}
+async def replace_roles(
+    session: AsyncSession, user: User, roles: frozenset[str], source: str, now: datetime
+) -> frozenset[str]:
+    """Set the claim-derived roles; roles an administrator granted by hand stay. Returns all roles held now."""
+    kept = frozenset(
+        (
+            await session.execute(
+                select(RoleAssignment.role).where(RoleAssignment.user_id == user.id, RoleAssignment.source == "admin")
+            )
+        ).scalars()
+    )
     await session.execute(
         delete(RoleAssignment).where(RoleAssignment.user_id == user.id, RoleAssignment.source != "admin")
     )
     for role in sorted(roles - kept):
         session.add(RoleAssignment(user_id=user.id, role=role, source=source, assigned_at=now))
     await session.flush()
-    await session.refresh(user, attribute_names=["roles"])
+    return kept | roles
 
 
 async def _find_user(session: AsyncSession, issuer: str, subject: str, claims: Mapping[str, Any]) -> User | None:
@@ -150,8 +158,7 @@ async def sign_in_user(
     user.last_login_at = now
     user.last_claims = kept_claims
     await session.flush()
-    await replace_roles(session, user, mapping.roles, "oidc", now)
-    roles = frozenset(a.role for a in user.roles)
+    roles = await replace_roles(session, user, mapping.roles, "oidc", now)
     login_context = AuditContext(
         user_id=user.id, roles=tuple(sorted(roles)), session_hash=context.session_hash,
         client_addr=context.client_addr, request_id=context.request_id,
@@ -171,5 +178,4 @@ async def reevaluate_roles_from_directory(session: AsyncSession, user: User, now
     claims = with_extra_groups(claims, SCIM_GROUPS_CLAIM, await scim_group_names(session, user.id))
     mapping = map_claims_to_roles(claims, await load_rules(session), user.provider)
     roles = frozenset() if mapping.refused else mapping.roles
-    await replace_roles(session, user, roles, "scim", now)
-    return frozenset(a.role for a in user.roles)
+    return await replace_roles(session, user, roles, "scim", now)

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from portal.app import create_app
 from portal.db.models import AuditEvent, User, UserSession
-from tests.support.auth import AuthActions
+from tests.support.auth import AuthActions, app_db
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ async def client(settings_factory: Any, database_url: str, sso_settings: dict[st
 
 
 async def _count(client: Any, model: Any) -> int:
-    async with client.app.state.runtime.db() as session:
+    async with app_db(client.app) as session:
         return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
 
 
@@ -38,7 +38,7 @@ async def test_nurse_signs_in_sees_her_name_and_signs_out(client: Any, auth: Aut
     page = await client.get("/", headers={"accept": "text/html"})
     assert "Noah Nurse" in page.text and "Sign out" in page.text
     assert await _count(client, UserSession) == 1
-    async with client.app.state.runtime.db() as session:
+    async with app_db(client.app) as session:
         user = (await session.execute(select(User))).scalar_one()
         assert {a.role for a in user.roles} == {"nurse", "staff"}
         stored = (await session.execute(select(UserSession))).scalar_one()
@@ -90,6 +90,6 @@ async def test_logout_without_csrf_token_is_refused_and_keeps_the_session(client
 async def test_login_and_logout_are_audited(client: Any, auth: AuthActions) -> None:
     await auth.login(client, person="admin")
     await auth.logout(client)
-    async with client.app.state.runtime.db() as session:
+    async with app_db(client.app) as session:
         actions = list((await session.execute(select(AuditEvent.action).order_by(AuditEvent.seq))).scalars())
     assert actions[-2:] == ["auth.login", "auth.logout"]

@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from litestar import Litestar
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.embedded.idp import SAMPLE_PEOPLE, IdPProcess
 from portal.settings import OIDCProviderSettings
@@ -61,12 +64,28 @@ def provider_settings(name: str, idp: IdPProcess, *, label: str | None = None, *
     return OIDCProviderSettings(**values)
 
 
+@asynccontextmanager
+async def app_db(app: Litestar) -> AsyncIterator[AsyncSession]:
+    """A session on the app's database from the TEST's event loop, through an engine of its own.
+
+    The app's engine belongs to the app's loop (the test client runs it in another thread, with workers using
+    the same pool); sharing its pool across loops can hang. Commits on success.
+    """
+    from portal.db.engine import make_engine, make_session_factory, transaction
+
+    engine = make_engine(app.state.runtime.settings.resolved_database_url)
+    try:
+        async with transaction(make_session_factory(engine)) as session:
+            yield session
+    finally:
+        await engine.dispose()
+
+
 async def ensure_sample_role_rules(app: Litestar) -> None:
-    from portal.db.engine import transaction
     from portal.db.models import RoleMappingRule
     from portal.seed import SAMPLE_ROLE_RULES
 
-    async with transaction(app.state.runtime.db) as session:
+    async with app_db(app) as session:
         if (await session.execute(select(RoleMappingRule.id).limit(1))).first():
             return
         for position, (claim, match, value, role, effect) in enumerate(SAMPLE_ROLE_RULES):
