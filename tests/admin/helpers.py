@@ -44,7 +44,7 @@ async def make_person(runtime: Runtime, email: str, roles: list[str], name: str 
     return Actor(principal, AuditContext(user_id=user_id, roles=tuple(sorted(roles)), session_hash=principal.session_hash))
 
 
-async def make_collection(runtime: Runtime, name: str, readers: list[str], manager_role: str | None = None) -> str:
+async def make_collection(runtime: Any, name: str, readers: list[str], manager_role: str | None = None) -> str:
     async with transaction(runtime.db) as session:
         collection = Collection(name=name, description="")
         session.add(collection)
@@ -66,7 +66,7 @@ class Counts:
     files: int
 
 
-async def counts(runtime: Runtime) -> Counts:
+async def counts(runtime: Any) -> Counts:
     async with runtime.db() as session:
         values = [
             await session.scalar(select(func.count()).select_from(model))
@@ -96,3 +96,28 @@ async def wait_for_status(runtime: Runtime, document_ids: list[str], wanted: set
         if loop.time() > deadline:
             raise AssertionError(f"documents did not reach {wanted}: {[(d.filename, d.status, d.error) for d in found.values()]}")
         await asyncio.sleep(0.1)
+
+
+@dataclass
+class SideView:
+    """The runtime's store and settings with a database engine of the test's own event loop.
+
+    An app under AsyncTestClient runs on another loop; its pooled aiosqlite/asyncpg connections must not be
+    used from the test's loop.
+    """
+
+    db: Any
+    store: Any
+    settings: Any
+    clock: Any
+    engine: Any
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def side_view(runtime: Runtime, database_url: str) -> SideView:
+    from portal.db.engine import make_engine, make_session_factory
+
+    engine = make_engine(database_url)
+    return SideView(make_session_factory(engine), runtime.store, runtime.settings, runtime.clock, engine)

@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from portal.app import create_app
 from portal.runtime import Runtime
-from tests.admin.helpers import counts, make_collection
+from tests.admin.helpers import SideView, counts, make_collection, side_view
 from tests.support.auth import AuthActions
 
 HTML = {"accept": "text/html"}
@@ -28,8 +28,13 @@ async def client(settings_factory: Any, database_url: str, sso_settings: dict[st
         yield client
 
 
-def runtime_of(client: AsyncTestClient[Any]) -> Runtime:
-    return client.app.state.runtime  # type: ignore[no-any-return]
+@pytest.fixture
+async def side(client: AsyncTestClient[Any], database_url: str) -> AsyncIterator[SideView]:
+    """The test's own view of the database (and the app's store): never the app's pooled connections."""
+    runtime: Runtime = client.app.state.runtime
+    view = side_view(runtime, database_url)
+    yield view
+    await view.close()
 
 
 async def wait_until_indexed(client: AsyncTestClient[Any], collection_id: str, expected: int) -> str:
@@ -44,7 +49,7 @@ async def wait_until_indexed(client: AsyncTestClient[Any], collection_id: str, e
     raise AssertionError(f"documents were not indexed: {fragment.text[:2000]}")
 
 
-async def test_admin_runs_a_collection_from_the_browser_forms(client: AsyncTestClient[Any], auth: AuthActions) -> None:
+async def test_admin_runs_a_collection_from_the_browser_forms(client: AsyncTestClient[Any], side: SideView, auth: AuthActions) -> None:
     await auth.login(client, person="admin")
     headers = {**HTML, **await auth.csrf_headers(client)}
     created = await client.post(
@@ -75,14 +80,14 @@ async def test_admin_runs_a_collection_from_the_browser_forms(client: AsyncTestC
     deleted = await client.post(f"/admin/collections/{collection_id}/delete", headers=headers)
     assert deleted.status_code == 200
     assert "2 document(s), 2 stored file(s)" in deleted.text and "0 vector(s) left" in deleted.text
-    after = await counts(runtime_of(client))
+    after = await counts(side)
     assert (after.collections, after.documents, after.vectors, after.files) == (0, 0, 0, 0)
 
 
-async def test_refusals_show_on_the_page_and_as_4xx_json(client: AsyncTestClient[Any], auth: AuthActions) -> None:
+async def test_refusals_show_on_the_page_and_as_4xx_json(client: AsyncTestClient[Any], side: SideView, auth: AuthActions) -> None:
     await auth.login(client, person="admin")
     csrf = await auth.csrf_headers(client)
-    runtime = runtime_of(client)
+    runtime = side
     collection_id = await make_collection(runtime, "Curriculum", ["teacher"])
     before = await counts(runtime)
 
@@ -103,8 +108,8 @@ async def test_refusals_show_on_the_page_and_as_4xx_json(client: AsyncTestClient
     assert await counts(runtime) == before
 
 
-async def test_people_without_a_managed_collection_are_kept_out(client: AsyncTestClient[Any], auth: AuthActions) -> None:
-    runtime = runtime_of(client)
+async def test_people_without_a_managed_collection_are_kept_out(client: AsyncTestClient[Any], side: SideView, auth: AuthActions) -> None:
+    runtime = side
     theirs = await make_collection(runtime, "Curriculum", ["teacher"])
     mine = await make_collection(runtime, "Clinical policies", ["nurse"], manager_role="nurse")
     await auth.login(client, person="teacher")
