@@ -99,6 +99,7 @@ class AuthActions:
         self.idps = idps
         self.default_provider = default_provider
         self.last_authorize_url: str | None = None
+        self.last_callback_url: str | None = None
 
     def person_claims(
         self,
@@ -144,7 +145,8 @@ class AuthActions:
         async with httpx.AsyncClient(timeout=10) as browser:
             chosen = await browser.post(self.last_authorize_url, data={"sub": sub})
         assert chosen.status_code in (302, 303), f"the provider answered {chosen.status_code}: {chosen.text[:300]}"
-        callback = urlsplit(chosen.headers["location"])
+        self.last_callback_url = chosen.headers["location"]
+        callback = urlsplit(self.last_callback_url)
         return await client.get(f"{callback.path}?{callback.query}", follow_redirects=False)  # type: ignore[no-any-return]
 
     async def login(self, client: Any, person: str | None = None, **kwargs: Any) -> httpx.Response:
