@@ -136,7 +136,8 @@ class CollectionsController(Controller):
             return await self._collection(request, runtime, collection_id, error=exc.message, status_code=exc.status_code)
         if wants_json(request):
             return Response({"deleted": report.name, "documents": report.documents, "chunks": report.chunks,
-                             "vectors": report.vectors, "files": report.files, "vectors_left": report.vectors_left})
+                             "vectors": report.vectors, "files": report.files, "vectors_left": report.vectors_left},
+                            status_code=200)
         notice = (
             f"Deleted “{report.name}”: {report.documents} document(s), {report.files} stored file(s) and "
             f"{report.vectors} vector(s) removed; {report.vectors_left} vector(s) left."

@@ -50,7 +50,8 @@ class PeopleController(Controller):
             refusal_for_api(request, exc)
             return await self._people(request, runtime, error=exc.message, status_code=exc.status_code)
         if wants_json(request):
-            return Response({"id": user_id, "status": "active" if active else "deactivated", "sessions_ended": ended})
+            return Response({"id": user_id, "status": "active" if active else "deactivated", "sessions_ended": ended},
+                            status_code=200)
         notice = "Reactivated." if active else f"Deactivated; {ended} session(s) ended at once."
         return await self._people(request, runtime, notice=notice)
 
