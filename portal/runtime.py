@@ -69,7 +69,9 @@ class Runtime:
         if self.settings.purge_in_process:
             from portal.governance.scheduler import purge_scheduler_loop
 
-            self._tasks.append(asyncio.create_task(purge_scheduler_loop(self)))
+            self._tasks.append(
+                asyncio.create_task(purge_scheduler_loop(self, check_every_s=self.settings.purge_check_seconds))
+            )
 
     async def _open_store(self) -> None:
         from rag.store import StoreConfig, open_store

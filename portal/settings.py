@@ -155,6 +155,7 @@ class Settings(BaseSettings):
     audit_question_text: bool = False
     purge_interval_minutes: int = Field(default=60, gt=0)
     purge_in_process: bool = True  # purge on schedule inside the portal; off where a CronJob runs `enclave purge`
+    purge_check_seconds: float = Field(default=60.0, gt=0)  # how often each portal asks whether the purge is due
     break_glass_notices: bool = True  # tell a person on their next visit that an admin read their conversation
 
     seed_sample_data: bool = True
