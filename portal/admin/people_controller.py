@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 
-from portal.access import requires_admin
+from portal.access import requires_admin, requires_login
 from portal.admin import people
 from portal.admin.errors import AdminError
 from portal.admin.web import AnyRequest, actor_of, form_fields, json_or_redirect, page, refusal_for_api, wants_json
@@ -20,7 +20,8 @@ SAMPLE_CLAIMS = '{"email": "noah.nurse@example.org", "groups": ["nurses", "staff
 
 class PeopleController(Controller):
     path = "/admin/people"
-    guards = [requires_admin]
+    # Pages need an admin; actions reach their service, which refuses non-admins AND audits the refusal.
+    guards = [requires_login]
 
     async def _people(self, request: AnyRequest, runtime: Runtime, q: str = "", *, error: str | None = None,
                       notice: str | None = None, status_code: int = 200) -> Any:
@@ -34,7 +35,7 @@ class PeopleController(Controller):
                 for r in rows]}, status_code=status_code)
         return page("admin/people.html.j2", {"rows": rows, "q": q, "error": error, "notice": notice}, status_code)
 
-    @get("/", name="admin:people")
+    @get("/", name="admin:people", guards=[requires_admin])
     async def index(self, request: AnyRequest, runtime: NamedDependency[Runtime], q: str = "") -> Any:
         return await self._people(request, runtime, q)
 
@@ -79,7 +80,7 @@ class PeopleController(Controller):
             "provider": provider, "form": form or {}, "matches": people.MATCHES, "effects": people.EFFECTS,
         }, status_code)
 
-    @get("/rules", name="admin:rules")
+    @get("/rules", name="admin:rules", guards=[requires_admin])
     async def rules(self, request: AnyRequest, runtime: NamedDependency[Runtime]) -> Any:
         return await self._rules(request, runtime)
 
@@ -102,7 +103,7 @@ class PeopleController(Controller):
             return await self._rules(request, runtime, error=exc.message, status_code=exc.status_code)
         return json_or_redirect(request, "/admin/people/rules", {"deleted": rule_id})
 
-    @post("/rules/preview", name="admin:rule_preview")
+    @post("/rules/preview", name="admin:rule_preview", guards=[requires_admin])
     async def preview(self, request: AnyRequest, runtime: NamedDependency[Runtime]) -> Any:
         fields = await form_fields(request)
         claims, provider = fields.get("claims", ""), fields.get("provider", "")

@@ -59,8 +59,11 @@ def json_or_redirect(request: AnyRequest, location: str, body: dict[str, Any], s
 
 
 def refusal_for_api(request: AnyRequest, exc: AdminError) -> None:
-    """API clients get the refusal as a 4xx with the plain-words reason; pages show it in place instead."""
-    if wants_json(request):
+    """API clients get the refusal as a 4xx with the plain-words reason; pages show it in place instead.
+
+    A refusal for lack of rights is never shown in place: the page around it is one the person may not see.
+    """
+    if wants_json(request) or exc.status_code == 403:
         raise HTTPException(status_code=exc.status_code, detail=exc.message)
 
 

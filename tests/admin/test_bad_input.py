@@ -167,3 +167,20 @@ async def test_a_collection_manager_cannot_touch_another_collection(runtime: Run
     # Their own collection works.
     (own_doc,) = (await documents.upload_documents(runtime, librarian, mine, [IncomingFile("own.md", GOOD + b"own")])).created
     await wait_for_status(runtime, [own_doc], {"indexed"})
+
+
+async def test_a_file_the_background_parse_rejects_is_marked_failed_with_the_reason(runtime: Runtime) -> None:
+    """A scanned PDF passes the door (it is a readable PDF) but has no text: the job fails in plain words."""
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=200, height=200)
+    scan = io.BytesIO()
+    writer.write(scan)
+    admin = await make_person(runtime, "admin@riverside.test", ["admin"])
+    collection_id = await make_collection(runtime, "Clinical policies", ["nurse"])
+    (document_id,) = (await documents.upload_documents(runtime, admin, collection_id, [IncomingFile("scan.pdf", scan.getvalue())])).created
+    failed = (await wait_for_status(runtime, [document_id], {"failed", "indexed"}))[document_id]
+    assert failed.status == "failed" and "no extractable text" in (failed.error or "")
+    assert failed.version == 0 and failed.chunk_count == 0
+    assert runtime.store is not None and await runtime.store.count(document_id=document_id) == 0

@@ -143,3 +143,25 @@ async def test_usage_dashboard_draws_svg_charts_from_the_audit_trail(client: Asy
     assert "Cites the 2019 policy" in page.text and "<title id=\"questions-chart-title\">" in page.text
     async with side.db() as session:
         assert (await session.execute(select(Message.id))).first() is not None
+
+
+async def test_a_non_admin_is_refused_people_actions_and_the_refusal_is_audited(
+    client: AsyncTestClient[Any], side: SideView, auth: AuthActions
+) -> None:
+    await auth.login(client, person="admin")
+    listing = (await client.get("/admin/people", headers=JSON)).json()["people"]
+    admin_id = listing[0]["id"]
+    await auth.logout(client)
+    await auth.login(client, person="nurse")
+    csrf = await auth.csrf_headers(client)
+    assert (await client.get("/admin/people", headers=HTML)).status_code == 403
+    refused = await client.post(f"/admin/people/{admin_id}/deactivate", headers={**HTML, **csrf})
+    assert refused.status_code == 403 and "ada.admin@example.org" not in refused.text
+    rule = await client.post("/admin/people/rules", headers={**HTML, **csrf},
+                             data={"claim": "groups", "value": "x", "role": "admin", "match": "equals", "effect": "allow"})
+    assert rule.status_code == 403 and "enclave-admins" not in rule.text
+    actions = await audit_actions(side)  # type: ignore[arg-type]
+    assert ("user.deactivate", "denied") in actions and ("role_rule.add", "denied") in actions
+    async with side.db() as session:
+        admin = await session.get(User, admin_id)
+    assert admin is not None and admin.status == "active"
