@@ -12,6 +12,7 @@ from portal.settings import Settings
 def register(settings: Settings) -> tuple[Sequence[ControllerRouterHandler], Sequence[Middleware]]:
     from portal.auth.controllers import AuthController
     from portal.auth.middleware import session_middleware
+    from portal.auth.scim_controllers import scim_router
 
-    handlers: list[ControllerRouterHandler] = [AuthController]
+    handlers: list[ControllerRouterHandler] = [AuthController, scim_router()]
     return handlers, [session_middleware]
