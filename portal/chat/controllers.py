@@ -123,7 +123,7 @@ class ChatController(Controller):
 
         return Stream(body(), media_type="text/event-stream", headers=SSE_HEADERS)
 
-    @post("/messages/{answer_id:str}/stop", name="chat:stop", status_code=204)
+    @post("/messages/{answer_id:str}/stop", name="chat:stop")
     async def stop(self, request: Request, answer_id: str, chat: NamedDependency[ChatService]) -> Any:
         try:
             await chat.request_stop(require_principal(request), answer_id)

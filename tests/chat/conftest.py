@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from portal.chat import llm_config
+from portal.chat.wiring import llm_config
 from portal.chat.answering import ChatService
 from portal.chat.shared_state import open_shared_state
 from portal.runtime import Runtime
