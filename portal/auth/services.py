@@ -72,4 +72,6 @@ def auth_services(app: Litestar) -> AuthServices:
     if services is None:
         services = build_auth_services(app.state.runtime)
         app.state.auth_services = services
+        if services.redis is not None:
+            app.on_shutdown.append(services.redis.aclose)
     return services  # type: ignore[no-any-return]
