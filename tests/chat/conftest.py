@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from portal.chat.wiring import llm_config
 from portal.chat.answering import ChatService
 from portal.chat.shared_state import open_shared_state
+from portal.chat.wiring import llm_config
 from portal.runtime import Runtime
 from rag.llm import LLMClient
 
