@@ -74,4 +74,4 @@ def auth_services(app: Litestar) -> AuthServices:
         app.state.auth_services = services
         if services.redis is not None:
             app.on_shutdown.append(services.redis.aclose)
-    return services  # type: ignore[no-any-return]
+    return services

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from litestar.testing import AsyncTestClient
+from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
 from portal.app import create_app
@@ -48,7 +49,7 @@ async def client(
             discovery_url=token_idp.base_url + "/.well-known/openid-configuration",
         ),
         OIDCProviderSettings(
-            name="down", label="Unreachable", client_id="x", client_secret="y",
+            name="down", label="Unreachable", client_id="x", client_secret=SecretStr("y"),
             discovery_url=f"http://127.0.0.1:{free_port()}/.well-known/openid-configuration",
         ),
     ]

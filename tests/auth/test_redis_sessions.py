@@ -43,7 +43,7 @@ async def store() -> AsyncIterator[RedisSessionStore]:
     """Our own Redis connection: the app's belongs to the app's event loop (another thread)."""
     import redis.asyncio as aioredis
 
-    connection = aioredis.from_url(REDIS_URL)
+    connection = aioredis.from_url(REDIS_URL or "")
     yield RedisSessionStore(connection, timedelta(hours=12))
     await connection.aclose()
 

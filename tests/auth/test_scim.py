@@ -37,7 +37,7 @@ async def _create_user(client: Any, user_name: str, **extra: Any) -> dict[str, A
     response = await client.post("/scim/v2/Users", json=body, headers=AUTH)
     assert response.status_code == 201, response.text
     assert response.headers["content-type"].startswith("application/scim+json")
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 async def test_bad_or_missing_token_is_refused_with_a_scim_error(client: Any) -> None:

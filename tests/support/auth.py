@@ -147,7 +147,7 @@ class AuthActions:
         assert chosen.status_code in (302, 303), f"the provider answered {chosen.status_code}: {chosen.text[:300]}"
         self.last_callback_url = chosen.headers["location"]
         callback = urlsplit(self.last_callback_url)
-        return await client.get(f"{callback.path}?{callback.query}", follow_redirects=False)  # type: ignore[no-any-return]
+        return await client.get(f"{callback.path}?{callback.query}", follow_redirects=False)
 
     async def login(self, client: Any, person: str | None = None, **kwargs: Any) -> httpx.Response:
         response = await self.attempt_login(client, person, **kwargs)
@@ -171,4 +171,4 @@ class AuthActions:
         headers = await self.csrf_headers(client)
         response = await client.post("/auth/logout", headers=headers, follow_redirects=False)
         assert response.status_code == 303, f"sign-out answered {response.status_code}: {response.text[:300]}"
-        return response  # type: ignore[no-any-return]
+        return response
