@@ -36,9 +36,13 @@ QUESTION = "How often are patients at high risk of falls checked?"
 
 
 @pytest.fixture
-def live_portal(db_backend: str, database_url: str, settings_factory: Any, sso_settings: dict[str, Any], llm_server: Any) -> Iterator[LivePortal]:
+def live_portal(
+    request: pytest.FixtureRequest, db_backend: str, settings_factory: Any, sso_settings: dict[str, Any], llm_server: Any
+) -> Iterator[LivePortal]:
     if db_backend != "sqlite":
+        # Skipped before the PostgreSQL database is made: that needs asyncio.run, which Playwright's loop forbids.
         pytest.skip("the browser journey runs once, on the embedded default database")
+    database_url = request.getfixturevalue("database_url")
     port = free_port()
     settings = settings_factory(
         database_url=database_url, llm_base_url=llm_server.base_url, llm_max_tokens=120, llm_context_window=4096,
