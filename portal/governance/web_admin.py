@@ -179,7 +179,7 @@ class GovernanceAdminController(Controller):
                         context={"person": user, "conversations": summaries, "held": held, "retention_days": days,
                                  "saved": request.query_params.get("saved")})
 
-    @post("/people/{user_id:str}/records", name="governance:records_export")
+    @post("/people/{user_id:str}/records", name="governance:records_export", status_code=200)
     async def records_export(self, request: Request, user_id: str, runtime: NamedDependency[Runtime]) -> Response[bytes]:
         try:
             async with transaction(runtime.db) as session:
@@ -215,7 +215,7 @@ class GovernanceAdminController(Controller):
                         context={"conversation_id": conversation_id, "owner": owner,
                                  "notify": runtime.settings.break_glass_notices, "min_chars": breakglass.MIN_REASON_CHARS})
 
-    @post("/conversations/{conversation_id:str}/read", name="governance:breakglass_read")
+    @post("/conversations/{conversation_id:str}/read", name="governance:breakglass_read", status_code=200)
     async def breakglass_read(self, request: Request, conversation_id: str, runtime: NamedDependency[Runtime]) -> Any:
         form = await form_fields(request)
         refused: str | None = None

@@ -33,7 +33,7 @@ class MyDataController(Controller):
                                                 default_days=runtime.settings.default_retention_days)
         return Template(template_name="governance/me_data.html.j2", context={"retention": decision})
 
-    @post("/export", name="me:export")
+    @post("/export", name="me:export", status_code=200)
     async def export(self, request: Request, runtime: NamedDependency[Runtime]) -> Response[bytes]:
         principal = require_principal(request)
         async with transaction(runtime.db) as session:

@@ -18,6 +18,8 @@ from portal.db.engine import transaction
 from portal.db.models import AccessNotice, AuditEvent, Conversation, Message, RetentionPolicy, User
 
 HTML = {"accept": "text/html"}
+# The test client runs the app on its own event loop and thread: the test reads the database through its own
+# engine (the `factory` fixture), never through the app's.
 
 
 @pytest.fixture
@@ -27,13 +29,13 @@ async def client(settings_factory: Any, database_url: str, sso_settings: dict[st
         yield test_client
 
 
-async def _user_id(client: AsyncTestClient[Any], email: str) -> str:
-    async with client.app.state.runtime.db() as session:
+async def _user_id(factory: Any, email: str) -> str:
+    async with factory() as session:
         return (await session.execute(select(User.id).where(User.email == email))).scalar_one()
 
 
-async def _conversation(client: AsyncTestClient[Any], user_id: str, text: str) -> str:
-    async with transaction(client.app.state.runtime.db) as session:
+async def _conversation(factory: Any, user_id: str, text: str) -> str:
+    async with transaction(factory) as session:
         conversation = Conversation(user_id=user_id, title="Lesson plan")
         session.add(conversation)
         await session.flush()
@@ -41,7 +43,7 @@ async def _conversation(client: AsyncTestClient[Any], user_id: str, text: str) -
         return conversation.id
 
 
-async def test_only_admins_reach_governance(client: AsyncTestClient[Any], auth: Any) -> None:
+async def test_only_admins_reach_governance(client: AsyncTestClient[Any], auth: Any, factory: Any) -> None:
     await auth.login(client, person="teacher")
     for path in ("/governance/", "/governance/audit/", "/governance/retention", "/governance/people"):
         assert (await client.get(path, headers=HTML)).status_code == 403
@@ -49,7 +51,7 @@ async def test_only_admins_reach_governance(client: AsyncTestClient[Any], auth: 
     assert export.status_code == 403
 
 
-async def test_admin_edits_retention_and_the_change_is_audited(client: AsyncTestClient[Any], auth: Any) -> None:
+async def test_admin_edits_retention_and_the_change_is_audited(client: AsyncTestClient[Any], auth: Any, factory: Any) -> None:
     await auth.login(client, person="admin")
     page = await client.get("/governance/retention", headers=HTML)
     assert page.status_code == 200 and 'action="/governance/retention"' in page.text and "_csrf_token" in page.text
@@ -60,14 +62,14 @@ async def test_admin_edits_retention_and_the_change_is_audited(client: AsyncTest
     bad = await client.post("/governance/retention", data={"role": "student", "conversation_days": "-4"},
                             headers={**HTML, **headers})
     assert bad.status_code == 400 and "between 0" in bad.text
-    async with client.app.state.runtime.db() as session:
+    async with factory() as session:
         policy = (await session.execute(select(RetentionPolicy).where(RetentionPolicy.role == "student"))).scalar_one()
         event = (await session.execute(select(AuditEvent).where(AuditEvent.action == "retention.policy_saved"))).scalar_one()
     assert policy.conversation_days == 0
     assert "admin" in event.roles and event.session_hash and event.detail["after"]["conversation_days"] == 0
 
 
-async def test_audit_browser_filters_pages_fragments_and_exports(client: AsyncTestClient[Any], auth: Any) -> None:
+async def test_audit_browser_filters_pages_fragments_and_exports(client: AsyncTestClient[Any], auth: Any, factory: Any) -> None:
     await auth.login(client, person="admin")
     headers = await auth.csrf_headers(client)
     for role in ("a", "b", "c"):
@@ -85,7 +87,7 @@ async def test_audit_browser_filters_pages_fragments_and_exports(client: AsyncTe
     assert [r["action"] for r in records] == ["retention.policy_saved"] * 3
     csv_export = await client.get("/governance/audit/export?format=csv")
     assert csv_export.text.splitlines()[0].startswith("seq,at,user_id,roles")
-    async with client.app.state.runtime.db() as session:
+    async with factory() as session:
         exports = (await session.execute(select(AuditEvent).where(AuditEvent.action == "audit.exported"))).scalars().all()
     assert [e.detail["format"] for e in exports] == ["jsonl", "csv"]
     verify = await client.post("/governance/audit/verify", headers={**HTML, **headers})
@@ -93,11 +95,11 @@ async def test_audit_browser_filters_pages_fragments_and_exports(client: AsyncTe
 
 
 async def test_break_glass_needs_a_reason_is_audited_and_the_person_is_told(
-    client: AsyncTestClient[Any], auth: Any
+    client: AsyncTestClient[Any], auth: Any, factory: Any
 ) -> None:
     await auth.login(client, person="teacher")
-    teacher = await _user_id(client, "tara.teacher@example.org")
-    conversation_id = await _conversation(client, teacher, "worried about a pupil")
+    teacher = await _user_id(factory, "tara.teacher@example.org")
+    conversation_id = await _conversation(factory, teacher, "worried about a pupil")
     await auth.logout(client)
 
     await auth.login(client, person="admin")
@@ -111,7 +113,7 @@ async def test_break_glass_needs_a_reason_is_audited_and_the_person_is_told(
     read = await client.post(f"/governance/conversations/{conversation_id}/read",
                              data={"reason": "Safeguarding referral 2026-14"}, headers=headers)
     assert read.status_code == 200 and "worried about a pupil" in read.text
-    async with client.app.state.runtime.db() as session:
+    async with factory() as session:
         outcomes = (await session.execute(
             select(AuditEvent.outcome).where(AuditEvent.action == "breakglass.read").order_by(AuditEvent.seq))).scalars().all()
     assert outcomes == ["denied", "allowed"]
@@ -120,28 +122,28 @@ async def test_break_glass_needs_a_reason_is_audited_and_the_person_is_told(
     await auth.login(client, person="teacher")
     home = await client.get("/", headers=HTML)
     assert "An administrator read your conversation" in home.text and "Safeguarding referral 2026-14" in home.text
-    notice_id = (await _notices(client, teacher))[0].id
+    notice_id = (await _notices(factory, teacher))[0].id
     seen = await client.post(f"/me/notices/{notice_id}/seen", headers={**HTML, **(await auth.csrf_headers(client))},
                              follow_redirects=False)
     assert seen.status_code == 303
     assert "An administrator read your conversation" not in (await client.get("/", headers=HTML)).text
 
 
-async def _notices(client: AsyncTestClient[Any], user_id: str) -> list[AccessNotice]:
-    async with client.app.state.runtime.db() as session:
+async def _notices(factory: Any, user_id: str) -> list[AccessNotice]:
+    async with factory() as session:
         return list((await session.execute(select(AccessNotice).where(AccessNotice.user_id == user_id))).scalars())
 
 
 async def test_people_export_their_own_data_and_admins_answer_records_requests(
-    client: AsyncTestClient[Any], auth: Any
+    client: AsyncTestClient[Any], auth: Any, factory: Any
 ) -> None:
     await auth.login(client, person="nurse")
-    nurse = await _user_id(client, "noah.nurse@example.org")
-    await _conversation(client, nurse, "dosage question from noah")
+    nurse = await _user_id(factory, "noah.nurse@example.org")
+    await _conversation(factory, nurse, "dosage question from noah")
     await auth.logout(client)
     await auth.login(client, person="teacher")
-    teacher = await _user_id(client, "tara.teacher@example.org")
-    await _conversation(client, teacher, "fractions question from tara")
+    teacher = await _user_id(factory, "tara.teacher@example.org")
+    await _conversation(factory, teacher, "fractions question from tara")
     page = await client.get("/me/data", headers=HTML)
     assert 'action="/me/export"' in page.text and "90 days" in page.text
     own = await client.post("/me/export", headers=await auth.csrf_headers(client))
