@@ -147,6 +147,8 @@ AREA_COMMANDS: list[tuple[str, str]] = [
     ("portal.governance.cli", "audit_group"),
     ("portal.admin.ingest_cli", "ingest_command"),
     ("portal.jobs.saq_worker", "worker_command"),
+    ("portal.backup", "backup_command"),
+    ("portal.backup", "restore_command"),
 ]
 
 _register_area_commands()
