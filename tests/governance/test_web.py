@@ -158,3 +158,31 @@ async def test_people_export_their_own_data_and_admins_answer_records_requests(
     files = zipfile.ZipFile(io.BytesIO(request.content))
     everything = "".join(files.read(n).decode() for n in files.namelist())
     assert "dosage question from noah" in everything and "fractions" not in everything and teacher not in everything
+
+
+async def test_hold_placed_in_the_portal_survives_an_admin_deleting_the_person(
+    client: AsyncTestClient[Any], auth: Any, factory: Any
+) -> None:
+    await auth.login(client, person="nurse")
+    nurse = await _user_id(factory, "noah.nurse@example.org")
+    held = await _conversation(factory, nurse, "incident on ward 3")
+    free = await _conversation(factory, nurse, "rota question")
+    await auth.logout(client)
+    await auth.login(client, person="admin")
+    headers = {**HTML, **(await auth.csrf_headers(client))}
+    form = await client.get(f"/governance/holds?subject_type=conversation&subject_id={held}", headers=HTML)
+    assert f'value="{held}"' in form.text
+    placed = await client.post("/governance/holds", headers=headers, follow_redirects=False, data={
+        "subject_type": "conversation", "subject_id": held, "reason": "incident review", "case_reference": "IR-88"})
+    assert placed.status_code == 303
+    assert "IR-88" in (await client.get("/governance/holds", headers=HTML)).text
+    refused = await client.post(f"/governance/people/{nurse}/delete", data={"confirm": "wrong"}, headers=headers)
+    assert refused.status_code == 400
+    deleted = await client.post(f"/governance/people/{nurse}/delete", data={"confirm": nurse}, headers=headers,
+                                follow_redirects=False)
+    assert deleted.status_code == 303 and "deleted_except_held" in deleted.headers["location"]
+    async with factory() as session:
+        assert await session.get(Conversation, held) is not None
+        assert await session.get(Conversation, free) is None
+        user = await session.get(User, nurse)
+        assert user is not None and user.status == "deactivated"
