@@ -37,8 +37,10 @@ QUESTION = "How often are patients at high risk of falls checked?"
 
 @pytest.fixture
 def live_portal(
-    request: pytest.FixtureRequest, db_backend: str, settings_factory: Any, sso_settings: dict[str, Any], llm_server: Any
+    request: pytest.FixtureRequest, db_backend: str, _migrated_templates: Any, settings_factory: Any,
+    sso_settings: dict[str, Any], llm_server: Any,
 ) -> Iterator[LivePortal]:
+    # _migrated_templates (session scope) is named here so pytest makes it before the browser starts.
     if db_backend != "sqlite":
         # Skipped before the PostgreSQL database is made: that needs asyncio.run, which Playwright's loop forbids.
         pytest.skip("the browser journey runs once, on the embedded default database")
@@ -82,6 +84,15 @@ def test_admin_uploads_two_files_watches_them_index_and_asks_about_them(
         page.click("button:has-text('Create collection')")
         page.wait_for_selector("h1:has-text('Ward policies')")
         assert_accessible(page, "collection page (empty)")
+
+        # A refusal is shown on the page, as accessible as the page itself.
+        page.goto(f"{portal.url}/admin")
+        page.fill("#c-name", "ward policies")
+        page.click("button:has-text('Create collection')")
+        page.wait_for_selector("[role=alert]:has-text('already exists')")
+        assert_accessible(page, "/admin with a refusal")
+        page.click("a:has-text('Ward policies')")
+        page.wait_for_selector("h1:has-text('Ward policies')")
 
         page.set_input_files("#upload-files", [str(falls), str(pressure)])
         page.click("button:has-text('Upload and index')")
