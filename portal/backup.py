@@ -113,14 +113,14 @@ async def _edge_point_count(settings: Settings) -> int:
     return await _with_edge_store(settings, lambda _dir: None)
 
 
-_BLOCK = 1 << 20
+_BLOCK = 1 << 16
 
 
 def sparse_copy(source: str, target: str) -> str:
     """Copy a file, leaving holes where the source reads as zeros.
 
     Qdrant preallocates its storage and WAL files (32 MB each, mostly holes): a plain copy of a shard with six
-    documents writes 190 MB to disk, this one about 0.5 MB.
+    documents writes 190 MB to disk, this one 1.6 MB.
     """
     with open(source, "rb") as src, open(target, "wb") as dst:
         while block := src.read(_BLOCK):
