@@ -125,6 +125,9 @@ async def _finish(
     if provider is None:
         raise LoginFailed(404, "unknown_provider", "There is no such sign-in service.")
     state = params.get("state")
+    if params.get("error") and not state:
+        # Some providers drop `state` when the person declines; say what happened rather than "incomplete".
+        raise LoginFailed(403, "provider_refused", "The sign-in service did not sign you in.")
     if not state:
         raise LoginFailed(400, "missing_state", "This sign-in link is incomplete. Please start signing in again.")
     raw = await services.login_state.take(_state_key(state))

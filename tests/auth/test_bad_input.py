@@ -212,3 +212,42 @@ async def test_absolute_lifetime_ends_even_an_active_session(client: Any, auth: 
         await client.get("/auth/signed-out")
     assert "Noah Nurse" not in (await client.get("/", headers={"accept": "text/html"})).text
     assert (await _last_audit(client)).detail["reason"] == "absolute_lifetime"
+
+
+async def test_person_declines_at_the_provider(client: Any, auth: AuthActions, oidc_idp: IdPProcess) -> None:
+    await client.get("/", headers={"accept": "text/html"})
+    start = await client.get("/auth/login/staff", follow_redirects=False)
+    async with httpx.AsyncClient() as browser:
+        declined = await browser.post(start.headers["location"], data={"action": "deny"})
+    callback = urlsplit(declined.headers["location"])
+    assert "error=access_denied" in callback.query
+    response = await client.get(f"{callback.path}?{callback.query}", headers={"accept": "text/html"})
+    _assert_clear_page(response, 403, "did not sign you in")
+    await _assert_refused_and_audited(client, "provider_refused")
+
+
+async def test_return_path_never_leaves_enclave(client: Any, auth: AuthActions) -> None:
+    for evil in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+        done = await auth.login(client, person="nurse", next=evil)
+        assert done.headers["location"] == "/"
+
+
+async def test_made_up_session_cookie_is_ignored_and_cleared(client: Any) -> None:
+    client.cookies.set("enclave_session", "made-up-value", domain="testserver.local")
+    page = await client.get("/", headers={"accept": "text/html"})
+    assert page.status_code == 200 and 'href="/auth/login"' in page.text
+    assert "enclave_session=;" in page.headers.get("set-cookie", "") or "Max-Age=0" in page.headers.get("set-cookie", "")
+    assert await _counts(client) == (0, 0)
+
+
+async def test_callback_started_in_another_browser_is_refused(client: Any, auth: AuthActions, oidc_idp: IdPProcess) -> None:
+    await client.get("/", headers={"accept": "text/html"})
+    start = await client.get("/auth/login/staff", follow_redirects=False)
+    async with httpx.AsyncClient() as browser:
+        chosen = await browser.post(start.headers["location"], data={"sub": "noah.nurse@example.org"})
+    callback = urlsplit(chosen.headers["location"])
+    # The victim's browser (no login-binding cookie) is handed the attacker's callback link.
+    client.cookies.delete("enclave_login")
+    response = await client.get(f"{callback.path}?{callback.query}", headers={"accept": "text/html"})
+    _assert_clear_page(response, 400, "another browser")
+    await _assert_refused_and_audited(client, "browser_mismatch")
