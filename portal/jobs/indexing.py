@@ -3,9 +3,10 @@
 Parsing and chunking run in threads and embedding through the embedder's async methods (threads too), so the
 event loop keeps serving pages while a document is indexed. The replace protocol keeps a concurrent question
 from ever seeing both versions or neither: the new version's points are written under a new version number,
-`documents.version` and the `document_chunks` rows flip to it in one transaction, and the old version's points
-are deleted only after a grace period, so a searcher that read the version just before the flip still finds
-the points it expects.
+`documents.version` and the `document_chunks` rows flip to it in one transaction a grace period after the new
+points exist, and the old version's points are deleted a grace period after the flip. A searcher keeps the hits
+whose version is the document's current one, whether it reads that version just before searching (the old
+points outlive the flip) or just after (the new points were there before the flip).
 """
 
 from __future__ import annotations
@@ -230,6 +231,10 @@ async def run_index_job(ctx: IndexingContext, job_id: str) -> str:
         work = await _prepare(ctx, job_id)
         if not work.already_current:
             chunks, title, mime_type = await _index(ctx, work)
+            if work.target_version > 1:
+                # A searcher that searched just before the new points existed and reads the version just after
+                # the flip would find neither version: let such in-flight searches finish first.
+                await asyncio.sleep(ctx.old_version_grace_s)
             await _flip(ctx, work, chunks, title, mime_type)
         await _drop_old_version(ctx, work)
         await _finish(ctx, job_id)

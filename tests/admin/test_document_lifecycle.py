@@ -91,18 +91,33 @@ async def test_replace_is_atomic_for_a_concurrent_searcher(runtime: Runtime) -> 
     query = await embedder.aembed_query("When is shift handover?")
     access = AccessFilter(collection_ids=frozenset({collection_id}))
     seen: list[tuple[int, frozenset[int]]] = []
+    seen_after: list[tuple[int, frozenset[int]]] = []
     stop = asyncio.Event()
 
+    async def current_version() -> int:
+        async with runtime.db() as session:
+            return int(await session.scalar(select(Document.version).where(Document.id == document_id)) or 0)
+
+    async def search_versions() -> frozenset[int]:
+        results = await runtime.store.search(access, 20, dense=query)  # type: ignore[union-attr]
+        return frozenset(h.document_version for h in results.dense if h.document_id == document_id)
+
     async def searcher() -> None:
+        """Reads the current version, then searches."""
         while not stop.is_set():
-            async with runtime.db() as session:
-                current = await session.scalar(select(Document.version).where(Document.id == document_id))
-            results = await runtime.store.search(access, 20, dense=query)  # type: ignore[union-attr]
-            versions = frozenset(h.document_version for h in results.dense if h.document_id == document_id)
-            seen.append((int(current or 0), versions))
+            current = await current_version()
+            seen.append((current, await search_versions()))
+            await asyncio.sleep(0)
+
+    async def searcher_reading_after() -> None:
+        """Searches, then reads the current version (the chat's order)."""
+        while not stop.is_set():
+            versions = await search_versions()
+            seen_after.append((await current_version(), versions))
             await asyncio.sleep(0)
 
     task = asyncio.create_task(searcher())
+    task_after = asyncio.create_task(searcher_reading_after())
     job_id = await documents.replace_document(runtime, admin, document_id, IncomingFile("handover-2026.md", NEW_SHIFT))
     assert job_id is not None
     replaced = (await wait_for_status(runtime, [document_id], {"indexed", "failed"}))[document_id]
@@ -110,11 +125,13 @@ async def test_replace_is_atomic_for_a_concurrent_searcher(runtime: Runtime) -> 
         replaced = (await wait_for_status(runtime, [document_id], {"indexed", "failed"}))[document_id]
     await asyncio.sleep(1.0)  # past the old version's grace period
     stop.set()
-    await task
+    await asyncio.gather(task, task_after)
     assert replaced.status == "indexed" and replaced.filename == "handover-2026.md"
-    assert {current for current, _ in seen} == {1, 2}, "the searcher must have run before and after the flip"
-    for current, versions in seen:
-        assert current in versions, f"version {current} was current but the search found only {set(versions)}"
+    for observations in (seen, seen_after):
+        assert {current for current, _ in observations} == {1, 2}, "searches must run before and after the flip"
+        for current, versions in observations:
+            # Keeping the hits of the current version leaves exactly one version: never both, never neither.
+            assert current in versions, f"version {current} was current but the search found only {set(versions)}"
     # The old version's points are gone once the grace period passed; the new ones match the chunk rows.
     assert await runtime.store.count(document_id=document_id, document_version=1) == 0
     assert await runtime.store.count(document_id=document_id) == replaced.chunk_count
