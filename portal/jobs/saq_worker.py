@@ -88,6 +88,8 @@ async def _serve(concurrency: int) -> None:
 
     # workers=0: this process runs SAQ's tasks, not the in-process loop.
     settings = _settings(workers=0)
+    if settings.redis_url is None:
+        raise click.UsageError("enclave worker needs ENCLAVE_REDIS_URL (the SAQ queue lives in Redis)")
     if settings.qdrant_url is None:
         raise click.UsageError(
             "separate worker processes need a shared Qdrant server (ENCLAVE_QDRANT_URL); with the embedded "
