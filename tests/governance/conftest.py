@@ -51,13 +51,26 @@ async def add_conversation(
         return conv.id
 
 
+async def _open(tmp_path, backend: str):  # type: ignore[no-untyped-def]
+    from rag.store import StoreConfig, open_store
+
+    vector_store = open_store(StoreConfig(path=str(tmp_path / f"vectors-{backend}"), backend=backend, dim=8))  # type: ignore[arg-type]
+    await vector_store.ensure_ready()
+    return vector_store
+
+
 @pytest.fixture
 async def store(tmp_path):  # type: ignore[no-untyped-def]
     """The embedded default vector store (Qdrant Edge), real, on disk."""
-    from rag.store import StoreConfig, open_store
+    vector_store = await _open(tmp_path, "edge")
+    yield vector_store
+    await vector_store.close()
 
-    vector_store = open_store(StoreConfig(path=str(tmp_path / "vectors"), backend="edge", dim=8))
-    await vector_store.ensure_ready()
+
+@pytest.fixture(params=["edge", "qdrant-local"])
+async def any_store(request, tmp_path):  # type: ignore[no-untyped-def]
+    """Both vector-store code paths: Qdrant Edge and the qdrant-client (server) backend in its local mode."""
+    vector_store = await _open(tmp_path, request.param)
     yield vector_store
     await vector_store.close()
 

@@ -70,8 +70,9 @@ async def _residue(factory: async_sessionmaker[AsyncSession], needles: list[str]
 
 
 async def test_two_roles_two_periods_only_the_expired_go_and_nothing_is_left(
-    factory: async_sessionmaker[AsyncSession], store: Any, settings_factory: Any, database_url: str
+    factory: async_sessionmaker[AsyncSession], any_store: Any, settings_factory: Any, database_url: str
 ) -> None:
+    store = any_store
     clock = MovableClock(T0)
     settings = settings_factory(database_url=database_url, clock=clock)
     files = settings.files_path
@@ -212,8 +213,9 @@ async def test_a_hold_placed_during_the_purge_wins(
 
 @pytest.mark.parametrize("ttl_days", [10])
 async def test_expired_documents_are_purged_from_every_store(
-    factory: async_sessionmaker[AsyncSession], store: Any, settings_factory: Any, database_url: str, ttl_days: int
+    factory: async_sessionmaker[AsyncSession], any_store: Any, settings_factory: Any, database_url: str, ttl_days: int
 ) -> None:
+    store = any_store
     clock = MovableClock(T0)
     settings = settings_factory(database_url=database_url, clock=clock)
     async with transaction(factory) as session:
