@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from litestar import Litestar
@@ -16,6 +15,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler, Middleware
 
+from portal.assets import asset_path
 from portal.logging import configure_logging
 from portal.metrics import MetricsController, metrics_middleware
 from portal.middleware import request_id_middleware
@@ -25,9 +25,9 @@ from portal.web.errors import http_exception_handler, internal_error_handler
 from portal.web.health import HealthController
 from portal.web.home import HomeController
 
-ROOT = Path(__file__).resolve().parents[1]
-TEMPLATES_DIR = ROOT / "templates"
-STATIC_DIR = ROOT / "static"
+# The repository's folders in a checkout or an editable install; portal/_assets/ in an installed wheel.
+TEMPLATES_DIR = asset_path("templates")
+STATIC_DIR = asset_path("static")
 
 # Each area registers its routes and middleware here; see the area packages for what they hold.
 AreaHook = Callable[[Settings], tuple[Sequence[ControllerRouterHandler], Sequence[Middleware]]]

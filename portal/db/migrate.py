@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import TextIO
 
 from alembic import command
 from alembic.config import Config
 
-ROOT = Path(__file__).resolve().parents[2]
+from portal.assets import asset_path
 
 
 def alembic_config(database_url: str, stdout: TextIO | None = None) -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"), stdout=stdout) if stdout else Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    ini = str(asset_path("alembic.ini"))
+    cfg = Config(ini, stdout=stdout) if stdout else Config(ini)
+    cfg.set_main_option("script_location", str(asset_path("migrations")))
     cfg.attributes["database_url"] = database_url
     return cfg
 

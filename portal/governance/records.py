@@ -8,13 +8,13 @@ import json
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.assets import asset_path
 from portal.audit import AuditContext, append_audit
 from portal.db.models import (
     AuditEvent,
@@ -28,7 +28,7 @@ from portal.db.models import (
 )
 from portal.governance.audit_trail import event_dict
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATES_DIR = asset_path("templates")
 _ENV = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_autoescape(default=True))
 
 
