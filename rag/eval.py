@@ -179,12 +179,15 @@ async def run_eval(
     return run, report
 
 
-def rescore_fusion(run: EvalRun, dataset: BeirDataset, fusion: FusionConfig) -> dict[str, dict[str, dict[str, float]]]:
+def rescore_fusion(
+    run: EvalRun, dataset: BeirDataset, fusion: FusionConfig, query_field: str = "text"
+) -> dict[str, dict[str, dict[str, float]]]:
     """Re-score the hybrid mode under another fusion setting, reusing the stored candidate lists."""
     out = {}
     for setting, per_query in run.settings.items():
         fused = {
-            qid: {"hybrid": fuse(lists["dense"], lists["sparse"], fusion)} for qid, lists in per_query.items()
+            qid: {"hybrid": fuse(lists["dense"], lists["sparse"], fusion, str(dataset.queries[qid][query_field]))}
+            for qid, lists in per_query.items()
         }
         out[setting] = score_run(dataset, fused)
     return out

@@ -47,7 +47,7 @@ class Retriever:
         return {
             "dense": results.dense,
             "sparse": results.sparse,
-            "hybrid": fuse(results.dense, results.sparse, self.fusion),
+            "hybrid": fuse(results.dense, results.sparse, self.fusion, query),
         }
 
     async def search(

@@ -56,12 +56,23 @@ def test_every_candidate_appears_once() -> None:
         assert scores == sorted(scores, reverse=True)
 
 
-def test_adaptive_weight_trusts_the_list_whose_top_hit_stands_out() -> None:
-    from rag.fusion import adaptive_dense_weight
+def test_adaptive_weight_trusts_bm25_when_its_top_hit_covers_the_question() -> None:
+    from rag.fusion import adaptive_dense_weight, lexical_coverage
 
-    flat = [hit(f"f{i}:0", 10.0 - i * 0.01) for i in range(20)]
-    peaked = [hit("p0:0", 30.0)] + [hit(f"p{i}:0", 10.0 - i * 0.01) for i in range(1, 20)]
     config = FusionConfig()
-    assert adaptive_dense_weight(peaked, flat, config) > 0.5 > adaptive_dense_weight(flat, peaked, config)
-    assert config.min_dense_weight <= adaptive_dense_weight(flat, peaked, config)
-    assert adaptive_dense_weight(peaked, flat, config) <= config.max_dense_weight
+    covering = [hit("p:0", 9.0)]
+    covering[0] = SearchHit("p:0", "p", "c", 1, 0, 9.0, "Late homework loses ten percent", "", "", None)
+    terms = frozenset({"late", "homework"})
+    assert lexical_coverage(terms, covering) == 1.0
+    assert adaptive_dense_weight(terms, covering, config) == pytest.approx(config.min_dense_weight)
+    long_question = frozenset({"late", "homework", "grandmother", "hospital", "excuse", "email"})
+    assert lexical_coverage(long_question, covering) == pytest.approx(2 / 6)
+    assert config.min_dense_weight < adaptive_dense_weight(long_question, covering, config) < config.max_dense_weight
+    assert adaptive_dense_weight(terms, [], config) == pytest.approx(config.max_dense_weight)
+
+
+def test_adaptive_fusion_follows_the_query() -> None:
+    dense = [hit("a:0", 0.9), hit("b:0", 0.5)]
+    sparse = [SearchHit("b:0", "b", "c", 1, 0, 9.0, "late homework policy", "", "", None), hit("a:0", 1.0)]
+    assert ids(fuse(dense, sparse, query="late homework"))[0] == "b:0"
+    assert ids(fuse(dense, sparse, query="my child was ill and missed class, what should we do now"))[0] == "a:0"
