@@ -19,7 +19,9 @@ from rag.types import Chunk, IndexResult, ParsedDocument, ParseLimits
 # stage name ("parsing", "chunking", "embedding", "storing", "done") and overall fraction 0..1
 ProgressCallback = Callable[[str, float], Awaitable[None] | None]
 
-_EMBED_BATCH = 64
+# Texts handed to the model per call: it sorts each call by length before batching, so larger
+# calls waste less on padding; smaller ones report progress more often.
+_EMBED_BATCH = 256
 
 
 @dataclass(frozen=True, slots=True)
