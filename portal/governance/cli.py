@@ -47,7 +47,11 @@ async def _open_store(settings: Settings) -> VectorStore | None:
 
 
 @click.command("purge")
-def purge_command() -> None:
+@click.option(
+    "--open-embedded-store", is_flag=True,
+    help="With the embedded vector store (no ENCLAVE_QDRANT_URL): open it here. Only while the portal is stopped.",
+)
+def purge_command(open_embedded_store: bool) -> None:
     """Run the retention purge once and print its receipt (exit 3 when files or vectors are left queued)."""
     from portal.db.engine import make_engine, make_session_factory
     from portal.governance.scheduler import process_holder_name, run_purge_with_lease
@@ -56,7 +60,14 @@ def purge_command() -> None:
 
     async def go() -> int:
         engine = make_engine(settings.resolved_database_url)
-        store = await _open_store(settings)
+        store = None
+        if settings.qdrant_url is not None or open_embedded_store:
+            store = await _open_store(settings)
+        else:
+            # The embedded store belongs to the running portal process: the rows go now, and the portal's own
+            # scheduler removes the queued files and vectors on its next check.
+            click.echo("enclave purge: embedded vector store left to the portal; files and vectors stay queued "
+                       "(use --open-embedded-store while the portal is stopped)", err=True)
         try:
             report = await run_purge_with_lease(
                 make_session_factory(engine), store, settings, holder=process_holder_name(), only_if_due=False

@@ -107,7 +107,10 @@ def test_export_writes_the_filtered_records_and_is_audited(database_url: str, tm
 
 
 def test_purge_command_runs_once_and_prints_its_receipt(database_url: str, tmp_path: Path) -> None:
-    result = _enclave(database_url, tmp_path, "purge")
+    result = _enclave(database_url, tmp_path, "purge", "--open-embedded-store")
     assert result.returncode == 0, result.stderr
     receipt = json.loads(result.stdout)
-    assert receipt["complete"] is True and receipt["batches"] == 0
+    assert receipt["complete"] is True and receipt["batches"] == 0 and receipt["erasures_left_pending"] == 0
+    # Without the flag the embedded store is left to the running portal, and the command says so.
+    result = _enclave(database_url, tmp_path, "purge")
+    assert result.returncode == 0 and "left to the portal" in result.stderr
