@@ -126,3 +126,39 @@ async def test_people_without_a_managed_collection_are_kept_out(client: AsyncTes
     )
     assert refused.status_code == 403
     assert (await client.post(f"/admin/collections/{mine}/delete", headers={**JSON, **csrf})).status_code == 403
+
+
+async def test_api_client_replaces_and_deletes_a_document(client: AsyncTestClient[Any], side: SideView, auth: AuthActions) -> None:
+    await auth.login(client, person="admin")
+    csrf = await auth.csrf_headers(client)
+    collection_id = await make_collection(side, "Clinical policies", ["nurse"])
+    created = await client.post(f"/admin/collections/{collection_id}/upload", headers={**JSON, **csrf},
+                                files=[("files", ("visiting.md", POLICY, "text/markdown"))])
+    assert created.status_code == 202
+    (document_id,) = created.json()["created"]
+    await wait_until_indexed(client, collection_id, 1)
+
+    bad = await client.post(f"/admin/documents/{document_id}/replace", headers={**HTML, **csrf},
+                            files=[("file", ("visiting.md", b"\x00\x01\x02binary" * 100, "text/markdown"))])
+    assert bad.status_code == 415 and "not a supported type" in bad.text and "version" in bad.text
+    new_policy = POLICY + b"\n## Children\n\nChildren under 12 visit with an adult, 14:00 to 18:00.\n"
+    replaced = await client.post(f"/admin/documents/{document_id}/replace", headers={**JSON, **csrf},
+                                 files=[("file", ("visiting-2026.md", new_policy, "text/markdown"))])
+    assert replaced.status_code == 202 and replaced.json()["job"]
+    for _ in range(300):
+        document = (await client.get(f"/admin/documents/{document_id}", headers=JSON)).json()
+        if document["version"] == 2 and document["status"] == "indexed":
+            break
+        await asyncio.sleep(0.1)
+    assert document["filename"] == "visiting-2026.md" and any("Children under 12" in c["text"] for c in document["chunks"])
+
+    deleted = await client.post(f"/admin/documents/{document_id}/delete", headers={**JSON, **csrf})
+    for _ in range(100):  # the replace job finishes its clean-up before a delete is allowed
+        if deleted.status_code != 409:
+            break
+        await asyncio.sleep(0.2)
+        deleted = await client.post(f"/admin/documents/{document_id}/delete", headers={**JSON, **csrf})
+    assert deleted.status_code == 200 and deleted.json()["vectors_left"] == 0
+    assert (await client.get(f"/admin/documents/{document_id}", headers=JSON)).status_code == 404
+    after = await counts(side)
+    assert (after.documents, after.chunks, after.vectors, after.files) == (0, 0, 0, 0)

@@ -144,3 +144,14 @@ async def test_saq_worker_runs_jobs_queued_through_redis(settings_factory: Any, 
             await worker_task
         await worker.queue.disconnect()
         await runtime.stop()
+
+
+async def test_a_job_is_claimed_by_exactly_one_worker(clocked_runtime: Runtime) -> None:
+    runtime = clocked_runtime
+    admin = await make_person(runtime, "admin@riverside.test", ["admin"])
+    collection_id = await make_collection(runtime, "Clinical policies", ["nurse"])
+    (job_id,) = (await documents.upload_documents(runtime, admin, collection_id, [IncomingFile("meds.md", LONG_POLICY[:2000])])).job_ids
+    claims = await asyncio.gather(*(job_store.claim_job(runtime.db, job_id, f"w{n}", runtime.clock.now()) for n in range(4)))
+    assert sorted(claims) == [False, False, False, True]
+    job = await _job(runtime, job_id)
+    assert job.attempts == 1 and job.status == "running"
