@@ -1,6 +1,6 @@
 """`enclave backup` and `enclave restore` as real processes: after a wipe, the same question gets the same passages.
 
-Index the sample documents with `enclave ingest`, retrieve for a fixed question (the chat's retrieval: the
+Index the sample documents, retrieve for a fixed question (the chat's retrieval: the
 person's readable collections from the database, hybrid search in the vector store), back up, wipe the database
 and the data folder, restore into a NEW database and a NEW data folder, retrieve again.
 """
@@ -43,8 +43,12 @@ def _env(database_url: str, data_dir: Path) -> dict[str, str]:
                              ENCLAVE_SEED_SAMPLE_DATA="false")
 
 
-async def _ask(database_url: str, data_dir: Path) -> list[tuple[str, str, int]]:
-    """What the chat retrieves for QUESTION as a nurse: (chunk id, document file name, ordinal), best first."""
+async def _ask(database_url: str, data_dir: Path, *, index_first: bool = False) -> list[tuple[str, str, int]]:
+    """What the chat retrieves for QUESTION as a nurse: (chunk id, document file name, ordinal), best first.
+
+    With `index_first`, this process first loads portal/sample_docs into the collection (what `enclave ingest`
+    does, in-process so the embedding model is loaded once for the whole test).
+    """
     from sqlalchemy import select
 
     from portal.access import retrieval_filter
@@ -55,10 +59,18 @@ async def _ask(database_url: str, data_dir: Path) -> list[tuple[str, str, int]]:
     from rag.retrieve import Retriever
 
     settings = Settings(database_url=database_url, data_dir=data_dir, embedded_idp=False, embedded_llm=False,
-                        seed_sample_data=False, workers=0, purge_in_process=False)
+                        seed_sample_data=False, workers=1 if index_first else 0, purge_in_process=False)
     runtime = Runtime.create(settings)
     await runtime.start()
     try:
+        if index_first:
+            from rich.console import Console
+
+            from portal.admin.ingest_cli import ingest_folder
+
+            report = await ingest_folder(runtime, SAMPLE_DOCS_DIR, COLLECTION, create=True, wait=True,
+                                         console=Console(quiet=True))
+            assert report.indexed == report.scanned > 0 and not report.failures, report
         async with runtime.db() as session:
             if not (await session.execute(select(CollectionAccess).limit(1))).first():
                 (collection_id,) = (await session.execute(select(Collection.id).where(Collection.name == COLLECTION))).one()
@@ -96,8 +108,7 @@ def _run_backup_restore_cycle(
 ) -> dict[str, Any]:
     data, restored_data, backup_dir = tmp_path / "data", tmp_path / "restored-data", tmp_path / "backup"
     env = _env(source_url, data)  # source_url: a migrated database
-    _enclave(["ingest", str(SAMPLE_DOCS_DIR), "--collection", COLLECTION, "--create"], env)
-    before = asyncio.run(_ask(source_url, data))
+    before = asyncio.run(_ask(source_url, data, index_first=True))
     assert len(before) >= 3 and any("hand-hygiene" in name for _chunk, name, _ord in before), before
 
     backup_s, made = _timed(["backup", str(backup_dir)], env)
