@@ -100,18 +100,22 @@ class DatabaseSessionStore:
 
     async def get(self, id_hash: str) -> SessionRecord | None:
         async with self._db() as session:
-            row = await session.get(UserSession, id_hash)
-            if row is None or row.user_id is None:
-                return None
-            return SessionRecord(
-                id_hash=row.id_hash,
-                user_id=row.user_id,
-                provider=row.provider,
-                created_at=row.created_at,
-                last_seen_at=row.last_seen_at,
-                absolute_expires_at=row.absolute_expires_at,
-                data=dict(row.data or {}),
-            )
+            return await self.get_in(session, id_hash)
+
+    @staticmethod
+    async def get_in(session: AsyncSession, id_hash: str) -> SessionRecord | None:
+        row = (await session.execute(select(UserSession).where(UserSession.id_hash == id_hash))).scalar_one_or_none()
+        if row is None or row.user_id is None:
+            return None
+        return SessionRecord(
+            id_hash=row.id_hash,
+            user_id=row.user_id,
+            provider=row.provider,
+            created_at=row.created_at,
+            last_seen_at=row.last_seen_at,
+            absolute_expires_at=row.absolute_expires_at,
+            data=dict(row.data or {}),
+        )
 
     async def touch(self, id_hash: str, at: datetime) -> None:
         async with transaction(self._db) as session:

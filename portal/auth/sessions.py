@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.audit import AuditContext, append_audit
 from portal.auth.services import AuthServices
-from portal.auth.session_store import SessionRecord, hash_session_id
+from portal.auth.session_store import DatabaseSessionStore, SessionRecord, hash_session_id
 from portal.clock import Clock
 from portal.db.engine import transaction
-from portal.db.models import User
+from portal.db.models import RoleAssignment, User
 from portal.principal import Principal
 
 # Writing last_seen on every request would serialise SQLite writers; a minute of idle precision is plenty.
@@ -44,6 +45,25 @@ async def start_session(
 
 
 @dataclass(frozen=True)
+class _UserFacts:
+    active: bool
+    display_name: str
+    email: str | None
+    roles: frozenset[str]
+
+
+async def _user_facts(session: AsyncSession, user_id: str) -> _UserFacts:
+    # Plain column queries, not ORM objects: this runs on every signed-in request.
+    row = (await session.execute(select(User.display_name, User.email, User.status).where(User.id == user_id))).first()
+    roles = frozenset(
+        (await session.execute(select(RoleAssignment.role).where(RoleAssignment.user_id == user_id))).scalars()
+    )
+    if row is None:
+        return _UserFacts(False, "", None, frozenset())
+    return _UserFacts(row.status == "active", row.display_name, row.email, roles)
+
+
+@dataclass(frozen=True)
 class Resolution:
     principal: Principal | None
     record: SessionRecord | None
@@ -59,7 +79,15 @@ async def resolve_session(
 ) -> Resolution:
     """The Principal behind a session cookie, or None (and the cookie cleared) when the session is over."""
     id_hash = hash_session_id(session_id)
-    record = await services.sessions.get(id_hash)
+    facts: _UserFacts | None = None
+    if isinstance(services.sessions, DatabaseSessionStore):
+        # One database session (one SQLite lock) for the session row and the person: every request pays this.
+        async with db() as session:
+            record = await services.sessions.get_in(session, id_hash)
+            if record is not None:
+                facts = await _user_facts(session, record.user_id)
+    else:
+        record = await services.sessions.get(id_hash)
     if record is None:
         return Resolution(None, None, clear_cookie=True)
     now = clock.now()
@@ -80,13 +108,10 @@ async def resolve_session(
             )
         return Resolution(None, None, clear_cookie=True)
 
-    async with db() as session:
-        user = await session.get(User, record.user_id)
-        roles = frozenset(a.role for a in user.roles) if user is not None else frozenset()
-        active = user is not None and user.status == "active"
-        display_name = user.display_name if user else ""
-        email = user.email if user else None
-    if not active:
+    if facts is None:
+        async with db() as session:
+            facts = await _user_facts(session, record.user_id)
+    if not facts.active:
         ended = await services.sessions.delete_for_user(record.user_id)
         async with transaction(db) as session:
             await append_audit(
@@ -100,9 +125,9 @@ async def resolve_session(
         await services.sessions.touch(id_hash, now)
     principal = Principal(
         user_id=record.user_id,
-        display_name=display_name,
-        email=email,
-        roles=roles,
+        display_name=facts.display_name,
+        email=facts.email,
+        roles=facts.roles,
         session_hash=id_hash,
         provider=record.provider,
     )
