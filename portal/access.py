@@ -64,6 +64,21 @@ def requires_admin(connection: ASGIConnection, _handler: BaseRouteHandler) -> No
         raise PermissionDeniedException("Only administrators may do this.")
 
 
+def requires_collection_manager(path_param: str = "collection_id") -> Guard:
+    """A guard for routes about one collection (named by `path_param`): admins and that collection's managers."""
+
+    async def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+        principal = require_principal(connection)
+        collection_id = str(connection.path_params.get(path_param, ""))
+        async with connection.app.state.runtime.db() as session:
+            allowed = await can_manage_collection(session, principal, collection_id)
+        if not allowed:
+            raise PermissionDeniedException("Only this collection's managers may do this.")
+
+    guard.__name__ = f"requires_collection_manager_{path_param}"
+    return guard
+
+
 # What they may read ---------------------------------------------------------------------------------------
 
 
