@@ -242,6 +242,8 @@ def restore(settings: Settings, source: Path, *, replace: bool = False) -> dict[
             raise BackupError("the database is not empty: restore into a new database, or pass --replace")
         if vectors["included"] and shard_dir.exists() and any(shard_dir.iterdir()):
             raise BackupError(f"{shard_dir} is not empty: pass --replace to overwrite it")
+    if vectors["included"] and shard_dir.exists():
+        asyncio.run(_edge_point_count(settings))  # refuses while a portal or worker holds the shard
     seconds: dict[str, float] = {}
 
     started = time.monotonic()
