@@ -108,7 +108,8 @@ class InProcessWorkers:
 
 async def start_job_workers(runtime: Runtime) -> InProcessWorkers | None:
     """Called from Runtime.start: in-process workers when settings.workers > 0 and the vector store opened."""
-    if runtime.settings.workers <= 0 or runtime.store is None:
+    # A store that failed to open (another process holds the embedded one) is left set but unusable.
+    if runtime.settings.workers <= 0 or runtime.store is None or runtime.store_error is not None:
         return None
     workers = InProcessWorkers(runtime, runtime.settings.workers)
     workers.start()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 from sqlalchemy import func, select
@@ -70,3 +74,33 @@ def test_ingest_loads_a_tree_skips_unchanged_and_reports_failures(tmp_path: Path
     assert "25 file(s) found: 0 new, 1 changed, 23 unchanged (skipped), 1 indexed, 1 failed." in second.output
     docs_after, _, vectors_after = asyncio.run(_state(database_url, data_dir))
     assert len(docs_after) == 24 and vectors_after == vectors  # one chunk each: replaced, not added
+
+
+def test_ingest_while_a_portal_holds_the_embedded_store_lets_the_portal_index(
+    tmp_path: Path, database_url: str, settings_factory: Any
+) -> None:
+    """The embedded vector store opens in one process only: the command queues, the running portal indexes."""
+    from tests.conftest import free_port
+    from tests.support.browser import LivePortal
+
+    tree = tmp_path / "handbook"
+    tree.mkdir()
+    for n in range(3):
+        (tree / f"policy-{n}.md").write_text(f"# Policy {n}\n\nStaff sign in at reception before {8 + n}:00.\n")
+    data_dir = tmp_path / "data"
+    port = free_port()
+    portal = LivePortal(settings_factory(database_url=database_url, data_dir=data_dir, workers=1), port)
+    portal.start()
+    try:
+        env = {**os.environ, "ENCLAVE_DATABASE_URL": database_url, "ENCLAVE_DATA_DIR": str(data_dir),
+               "ENCLAVE_EMBEDDED_LLM": "false", "ENCLAVE_EMBEDDED_IDP": "false", "COLUMNS": "200"}
+        # A separate process, as in real use (file locks are per process).
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "enclave"), "ingest", str(tree), "--collection", "Staff handbook", "--create"],
+            env=env, capture_output=True, text=True, timeout=180,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "3 file(s) found: 3 new, 0 changed, 0 unchanged (skipped), 3 indexed, 0 failed." in result.stdout
+        assert "held by a running portal" in result.stdout
+    finally:
+        portal.stop()
