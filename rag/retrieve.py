@@ -58,7 +58,8 @@ class Retriever:
             raise ValueError(f"unknown search mode {mode!r}; expected one of {', '.join(_MODES)}")
         if top_k <= 0 or not access.collection_ids or not query.strip():
             return []
-        limit = max(self.candidates, top_k)
+        # Fusion and reranking need a deep candidate list; a single mode without a reranker does not.
+        limit = max(self.candidates, top_k) if mode == "hybrid" or self.reranker is not None else top_k
         if mode == "dense":
             vector = await self.embedder.aembed_query(query)
             hits = (await self.store.search(access, limit, dense=vector)).dense
