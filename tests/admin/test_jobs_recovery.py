@@ -131,7 +131,7 @@ async def test_saq_worker_runs_jobs_queued_through_redis(settings_factory: Any, 
         admin = await make_person(runtime, "admin@riverside.test", ["admin"])
         collection_id = await make_collection(runtime, f"Clinical {os.getpid()}", ["nurse"])
         result = await documents.upload_documents(runtime, admin, collection_id, [IncomingFile("meds.md", LONG_POLICY[:3000])])
-        found = await wait_for_status(runtime, result.created, {"indexed", "failed"}, timeout=60)
+        found = await wait_for_status(runtime, result.created, {"indexed", "failed"}, timeout=120)
         (document,) = found.values()
         assert document.status == "indexed", document.error
         async with runtime.db() as session:
