@@ -162,3 +162,38 @@ async def test_api_client_replaces_and_deletes_a_document(client: AsyncTestClien
     assert (await client.get(f"/admin/documents/{document_id}", headers=JSON)).status_code == 404
     after = await counts(side)
     assert (after.documents, after.chunks, after.vectors, after.files) == (0, 0, 0, 0)
+
+
+async def test_archive_bombs_and_deleting_during_indexing_are_refused_on_the_page_and_in_json(
+    client: AsyncTestClient[Any], side: SideView, auth: AuthActions
+) -> None:
+    import io
+    import zipfile
+
+    from portal.db.engine import transaction
+    from portal.db.models import Document, IngestionJob
+
+    await auth.login(client, person="admin")
+    csrf = await auth.csrf_headers(client)
+    collection_id = await make_collection(side, "Clinical policies", ["nurse"])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", b"\0" * 20_000_000)
+    bomb = buffer.getvalue()
+    async with transaction(side.db) as session:
+        document = Document(collection_id=collection_id, filename="big.pdf", content_hash="0" * 64, status="embedding")
+        session.add(document)
+        await session.flush()
+        session.add(IngestionJob(collection_id=collection_id, document_id=document.id, status="running",
+                                 worker_id="another-host", heartbeat_at=side.clock.now()))
+    before = await counts(side)
+
+    for accept in (HTML, JSON):
+        shown = await client.post(f"/admin/collections/{collection_id}/upload", headers={**accept, **csrf},
+                                  files=[("files", ("policy.docx", bomb, "application/octet-stream"))])
+        assert shown.status_code == 413
+        assert "archive bomb" in (shown.text if accept is HTML else shown.json()["detail"])
+        refused = await client.post(f"/admin/collections/{collection_id}/delete", headers={**accept, **csrf})
+        assert refused.status_code == 409
+        assert "being indexed right now" in (refused.text if accept is HTML else refused.json()["detail"])
+    assert await counts(side) == before
