@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -90,7 +91,7 @@ def eval_command(
             "model": embedder.model_name,
             "reranker": reranker.model_name if reranker else None,
             "chunks": run.chunk_count,
-            "fusion": {"method": fusion.method, "dense_weight": fusion.dense_weight},
+            "fusion": dataclasses.asdict(fusion),
             "timings_s": run.timings,
             "results": report,
         }
