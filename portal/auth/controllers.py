@@ -13,7 +13,14 @@ from litestar.response import Redirect, Template
 
 from portal.access import principal_of, requires_admin
 from portal.audit import append_audit
-from portal.auth.login_flow import LOGIN_STATE_TTL, LoginFailed, begin_login, finish_login, safe_return_path
+from portal.auth.login_flow import (
+    LOGIN_STATE_TTL,
+    LoginFailed,
+    audit_login_failure,
+    begin_login,
+    finish_login,
+    safe_return_path,
+)
 from portal.auth.services import AuthServices, auth_services
 from portal.auth.session_store import SessionRecord
 from portal.auth.sessions import end_session
@@ -57,8 +64,6 @@ class AuthController(Controller):
         try:
             started = await begin_login(services, provider_name, next)
         except LoginFailed as exc:
-            from portal.auth.login_flow import audit_login_failure
-
             await audit_login_failure(runtime.db, runtime.clock, audit_context(request), provider_name, exc.reason)
             raise HTTPException(status_code=exc.status, detail=exc.message) from exc
         redirect = Redirect(started.authorization_url)

@@ -142,6 +142,7 @@ async def test_replayed_callback_fails_and_changes_nothing(client: Any, auth: Au
         ("unknown_kid", "unknown_signing_key", 401),
         ("wrong_nonce", "invalid_nonce", 401),
         ("wrong_iss", "invalid_iss", 401),
+        ("future_iat", "invalid_iat", 401),
         ("token_error", "code_exchange_failed", 401),
     ],
 )

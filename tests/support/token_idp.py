@@ -43,6 +43,8 @@ class TokenIdPState:
         key = self.key
         if self.mode == "expired":
             payload["iat"], payload["exp"] = now - 3600, now - 1800
+        elif self.mode == "future_iat":
+            payload["iat"], payload["exp"] = now + 3600, now + 7200
         elif self.mode == "wrong_aud":
             payload["aud"] = "someone-else"
         elif self.mode == "wrong_nonce":
