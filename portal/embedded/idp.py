@@ -44,6 +44,19 @@ SAMPLE_PEOPLE: dict[str, SamplePerson] = {
 }
 
 
+# The provider asks Linux for SIGTERM when its parent dies (PR_SET_PDEATHSIG), then runs oidc-provider-mock:
+# uvicorn re-raises SIGTERM after its shutdown, so `enclave run`'s context managers never get to stop it.
+# Done inside the child (not preexec_fn, which is unsafe in a threaded parent).
+_BOOTSTRAP = (
+    "import contextlib, ctypes, runpy, signal, sys\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    with contextlib.suppress(OSError, AttributeError):\n"
+    "        ctypes.CDLL('libc.so.6').prctl(1, signal.SIGTERM)\n"
+    "sys.argv[0] = 'oidc-provider-mock'\n"
+    "runpy.run_module('oidc_provider_mock', run_name='__main__', alter_sys=True)\n"
+)
+
+
 class IdPProcess:
     """An oidc-provider-mock process on 127.0.0.1:<port> (its own process, like a real identity provider)."""
 
@@ -71,7 +84,7 @@ class IdPProcess:
         return f"{self.base_url}/.well-known/openid-configuration"
 
     def start(self, timeout: float = 30.0) -> None:
-        cmd = [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [sys.executable, "-c", _BOOTSTRAP, "--host", "127.0.0.1", "--port", str(self.port)]
         if self.require_registration:
             cmd += ["--require-registration", "true"]
         for person in self.people:
