@@ -9,6 +9,9 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from portal.audit import AuditContext
 from portal.auth.services import auth_services
 from portal.auth.sessions import resolve_session
+from portal.auth.users import install_configured_rules
+from portal.db.engine import transaction
+from portal.runtime import Runtime
 
 # Paths that never need to know who is asking (and must stay cheap).
 _ANONYMOUS_PREFIXES = ("/static/", "/healthz", "/readyz", "/metrics", "/scim/")
@@ -33,6 +36,12 @@ def _cookie(scope: Scope, name: str) -> str | None:
     return None
 
 
+async def _install_configured_rules(runtime: Runtime) -> None:
+    if runtime.settings.role_rules:
+        async with transaction(runtime.db) as session:
+            await install_configured_rules(session, runtime.settings.role_rules)
+
+
 def session_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or str(scope.get("path", "")).startswith(_ANONYMOUS_PREFIXES):
@@ -40,6 +49,9 @@ def session_middleware(app: ASGIApp) -> ASGIApp:
             return
         litestar_app = scope["app"]
         services = auth_services(litestar_app)
+        if not services.configured_rules_installed:
+            await _install_configured_rules(litestar_app.state.runtime)
+            services.configured_rules_installed = True
         state = scope.setdefault("state", {})
         state["principal"] = None
         session_id = _cookie(scope, services.cookie_name)

@@ -31,6 +31,7 @@ class AuthServices:
     cookie_name: str
     cookie_secure: bool
     redis: Any = None
+    configured_rules_installed: bool = False
 
     @property
     def login_cookie_name(self) -> str:

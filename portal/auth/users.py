@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.audit import AuditContext, append_audit
 from portal.auth.mapping import MappingResult, map_claims_to_roles
 from portal.db.models import RoleAssignment, RoleMappingRule, ScimGroup, ScimGroupMember, User
+from portal.settings import RoleRuleSettings
 
 # Claims that only matter to the login itself: not kept on the user.
 _TRANSIENT_CLAIMS = {"nonce", "at_hash", "c_hash", "auth_time", "exp", "iat", "nbf", "jti", "sid", "azp"}
@@ -34,6 +35,21 @@ class LoginOutcome:
 async def load_rules(session: AsyncSession) -> list[RoleMappingRule]:
     rows = await session.execute(select(RoleMappingRule).order_by(RoleMappingRule.position, RoleMappingRule.created_at))
     return list(rows.scalars())
+
+
+async def install_configured_rules(session: AsyncSession, rules: Sequence[RoleRuleSettings]) -> int:
+    """ENCLAVE_ROLE_RULES into an EMPTY rules table (production starts without sample data: without this,
+    nobody, administrators included, could sign in to add rules). Once rules exist, admins own them."""
+    if not rules or (await session.execute(select(RoleMappingRule.id).limit(1))).first():
+        return 0
+    for position, rule in enumerate(rules):
+        session.add(
+            RoleMappingRule(
+                position=position, provider=rule.provider, claim=rule.claim, match=rule.match, value=rule.value,
+                role=rule.role, effect=rule.effect,
+            )
+        )
+    return len(rules)
 
 
 async def scim_group_names(session: AsyncSession, user_id: str) -> list[str]:

@@ -107,3 +107,27 @@ async def test_mapping_view_is_for_admins_only(client: Any, auth_two: AuthAction
     assert "enclave-admins" in page.text and "suspended" in page.text
     await auth_two.logout(client)
     assert (await client.get("/auth/mapping", headers={"accept": "text/html"})).status_code == 401
+
+
+async def test_configured_rules_bootstrap_an_empty_rules_table(
+    settings_factory: Any, database_url: str, sso_settings: dict[str, Any], auth: AuthActions
+) -> None:
+    """Production (no sample data): ENCLAVE_ROLE_RULES let the first administrator in; admins own them after."""
+    from portal.db.models import RoleMappingRule
+    from portal.settings import RoleRuleSettings
+
+    rules = [
+        RoleRuleSettings(claim="roles", value="Enclave.Admin", role="admin", provider="staff"),
+        RoleRuleSettings(claim="email", match="email_domain", value="district.example.org", role="staff"),
+    ]
+    app = create_app(settings_factory(database_url=database_url, role_rules=rules, **sso_settings), configure_logs=False)
+    async with AsyncTestClient(app=app) as client:
+        await auth.login(client, sub="boot-admin", claims={"email": "it@district.example.org", "roles": ["Enclave.Admin"]}, seed_rules=False)
+        assert await _roles(client, "boot-admin") == {"admin", "staff"}
+        async with app_db(client.app) as session:
+            stored = list((await session.execute(select(RoleMappingRule).order_by(RoleMappingRule.position))).scalars())
+        assert [(r.claim, r.value, r.provider) for r in stored] == [
+            ("roles", "Enclave.Admin", "staff"), ("email", "district.example.org", None)
+        ]
+        refused = await auth.attempt_login(client, sub="outsider", claims={"email": "x@elsewhere.org"}, seed_rules=False)
+        assert refused.status_code == 403
