@@ -16,8 +16,9 @@ How other areas use it (the fixtures come from tests/support/auth_fixtures.py, l
             await auth.logout(client)
 
 `auth.login` inserts the sample role rules (teachers->teacher, nurses->nurse, staff->staff,
-enclave-admins->admin, suspended->deny) when the rules table is empty, so the sample people get their roles;
-pass `seed_rules=False` to test with your own rules. It asserts the sign-in worked; use `attempt_login` to get
+enclave-admins->admin, suspended->deny) when the rules table is empty, so the sample people get their roles
+(not when the settings carry `role_rules`: the app installs those itself); pass `seed_rules=False` to test
+with rules you insert. It asserts the sign-in worked; use `attempt_login` to get
 the raw callback response instead (refusals, errors).
 
 The login is the full authorization-code flow: Enclave's /auth/login/<provider> -> the provider's authorize
@@ -85,6 +86,8 @@ async def ensure_sample_role_rules(app: Litestar) -> None:
     from portal.db.models import RoleMappingRule
     from portal.seed import SAMPLE_ROLE_RULES
 
+    if app.state.runtime.settings.role_rules:
+        return  # the app installs its configured ENCLAVE_ROLE_RULES into the empty table itself
     async with app_db(app) as session:
         if (await session.execute(select(RoleMappingRule.id).limit(1))).first():
             return
