@@ -107,14 +107,14 @@ async def test_replace_is_atomic_for_a_concurrent_searcher(runtime: Runtime) -> 
         while not stop.is_set():
             current = await current_version()
             seen.append((current, await search_versions()))
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.02)  # a question every few ms, not a lock-hogging spin
 
     async def searcher_reading_after() -> None:
         """Searches, then reads the current version (the chat's order)."""
         while not stop.is_set():
             versions = await search_versions()
             seen_after.append((await current_version(), versions))
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.02)  # a question every few ms, not a lock-hogging spin
 
     task = asyncio.create_task(searcher())
     task_after = asyncio.create_task(searcher_reading_after())
