@@ -252,3 +252,15 @@ async def test_callback_started_in_another_browser_is_refused(client: Any, auth:
     response = await client.get(f"{callback.path}?{callback.query}", headers={"accept": "text/html"})
     _assert_clear_page(response, 400, "another browser")
     await _assert_refused_and_audited(client, "browser_mismatch")
+
+
+async def test_sign_in_left_too_long_at_the_provider_expires(client: Any, clock: MovableClock, oidc_idp: IdPProcess) -> None:
+    await ensure_sample_role_rules(client.app)
+    start = await client.get("/auth/login/staff", follow_redirects=False)
+    async with httpx.AsyncClient() as browser:
+        chosen = await browser.post(start.headers["location"], data={"sub": "noah.nurse@example.org"})
+    clock.advance(timedelta(minutes=11))  # login state lives 10 minutes
+    callback = urlsplit(chosen.headers["location"])
+    response = await client.get(f"{callback.path}?{callback.query}", headers={"accept": "text/html"})
+    _assert_clear_page(response, 400, "expired")
+    await _assert_refused_and_audited(client, "unknown_state")
