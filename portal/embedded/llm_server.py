@@ -25,6 +25,19 @@ def smollm2_gguf_path() -> Path:
     return candidates[0]
 
 
+# The server asks Linux for SIGTERM when its parent dies (PR_SET_PDEATHSIG): uvicorn re-raises SIGTERM after its
+# own shutdown, so `enclave run`'s context managers may never get to stop it. Done inside the child, not in a
+# preexec_fn (unsafe in a threaded parent).
+_BOOTSTRAP = (
+    "import contextlib, ctypes, runpy, signal, sys\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    with contextlib.suppress(OSError, AttributeError):\n"
+    "        ctypes.CDLL('libc.so.6').prctl(1, signal.SIGTERM)\n"
+    "sys.argv[0] = 'llama_cpp.server'\n"
+    "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n"
+)
+
+
 class EmbeddedLLMServer:
     """A llama.cpp server child process on loopback."""
 
@@ -43,7 +56,7 @@ class EmbeddedLLMServer:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             [
-                sys.executable, "-m", "llama_cpp.server",
+                sys.executable, "-c", _BOOTSTRAP,
                 "--model", str(smollm2_gguf_path()),
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "--model_alias", self.alias,
