@@ -3,8 +3,9 @@
     .venv/bin/python bench/bench_query.py [--sizes 10000,200000] [--backends edge,qdrant-local] [--queries 200]
 
 Prints one JSON object. For each backend and size: the time to load and index the chunks, and
-p50/p99 of (a) the store's filtered hybrid search alone (dense + sparse top-100 each, fused, top 10)
-and (b) the whole query path: embedding the question with the real model, then the same search.
+p50/p99 of (a) the store's filtered top-10 dense and BM25 queries, (b) the filtered hybrid search
+(dense + sparse top-100 in one batch, fused, top 10) and (c) the whole query path: embedding the
+question with the real model, then the hybrid search.
 
 Embedding 200,000 passages would take hours on a laptop CPU, so the points are made from real
 passage embeddings and BM25 vectors (SyllabusQA, from ../shared/eval) with small random
@@ -104,6 +105,16 @@ async def bench_backend(
             hits = fuse(results.dense, results.sparse)[:10]
             search_ms.append((time.perf_counter() - t0) * 1000)
             assert hits and all(hit.collection_id in ALLOWED for hit in hits)
+        # The single-list queries the 20 ms target speaks of: filtered top-10, dense or BM25.
+        dense10_ms: list[float] = []
+        sparse10_ms: list[float] = []
+        for query, vector in zip(queries[:n], query_vectors[:n], strict=True):
+            t0 = time.perf_counter()
+            await store.search(access, 10, dense=vector)
+            dense10_ms.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            await store.search(access, 10, sparse=encoder.encode_query(query))
+            sparse10_ms.append((time.perf_counter() - t0) * 1000)
         retriever = Retriever(embedder, store)  # type: ignore[arg-type]
         full_ms: list[float] = []
         for query in queries[:n]:
@@ -118,8 +129,10 @@ async def bench_backend(
         "load_s": round(loaded, 1),
         "index_build_s": round(indexed, 1),
         "queries": n,
-        "search_ms": {"p50": percentile(search_ms, 50), "p99": percentile(search_ms, 99),
-                      "mean": round(statistics.fmean(search_ms), 3)},
+        "dense_top10_ms": {"p50": percentile(dense10_ms, 50), "p99": percentile(dense10_ms, 99)},
+        "sparse_top10_ms": {"p50": percentile(sparse10_ms, 50), "p99": percentile(sparse10_ms, 99)},
+        "hybrid_search_ms": {"p50": percentile(search_ms, 50), "p99": percentile(search_ms, 99),
+                             "mean": round(statistics.fmean(search_ms), 3)},
         "embed_and_search_ms": {"p50": percentile(full_ms, 50), "p99": percentile(full_ms, 99)},
     }
 

@@ -147,7 +147,8 @@ async def run_eval(
     run.timings["parse_chunk_s"] = round(time.perf_counter() - started, 2)
     say(f"{dataset.name}: {len(dataset.corpus)} passages -> {len(chunks)} chunks")
     with tempfile.TemporaryDirectory(dir=store_dir) as tmp:
-        store = open_store(StoreConfig(path=tmp, dim=embedder.dim, optimize_after_points=10**9))
+        # Exact dense search: the figures are then repeatable and comparable with exact baselines.
+        store = open_store(StoreConfig(path=tmp, dim=embedder.dim, optimize_after_points=10**9, exact_search=True))
         await store.ensure_ready()
         encoder = Bm25Encoder()
         started = time.perf_counter()

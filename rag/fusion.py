@@ -10,7 +10,7 @@ from rag.chunk import embedding_text
 from rag.sparse import tokenize
 from rag.types import SearchHit
 
-FusionMethod = Literal["rrf", "minmax", "zscore", "adaptive"]
+FusionMethod = Literal["rrf", "minmax", "maxnorm", "zscore", "adaptive"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +22,8 @@ class FusionConfig:
     # "adaptive": the dense weight falls linearly from max to min as the best lexical hit covers
     # more of the question's terms (see lexical_coverage). Chosen on SyllabusQA and MedQuAD/LiveQA
     # together, one setting for both (docs/rag.md).
-    min_dense_weight: float = 0.3
-    max_dense_weight: float = 0.85
+    min_dense_weight: float = 0.4
+    max_dense_weight: float = 0.9
 
 
 def rrf(dense: Sequence[SearchHit], sparse: Sequence[SearchHit], k: int = 60) -> list[SearchHit]:
@@ -45,6 +45,17 @@ def _minmax(hits: Sequence[SearchHit]) -> dict[str, float]:
     return {hit.chunk_id: (hit.score - low) / span if span > 0 else 1.0 for hit in hits}
 
 
+def _maxnorm(hits: Sequence[SearchHit]) -> dict[str, float]:
+    """Scores as a share of the list's best: keeps how steeply each list falls off (BM25 often
+    has one clear winner, cosine a gentle slope), which min-max would stretch to 0..1."""
+    if not hits:
+        return {}
+    top = max(hit.score for hit in hits)
+    if top <= 0:
+        return _minmax(hits)
+    return {hit.chunk_id: hit.score / top for hit in hits}
+
+
 def _zscore(hits: Sequence[SearchHit]) -> dict[str, float]:
     if not hits:
         return {}
@@ -64,7 +75,7 @@ def _ranked(hits: dict[str, SearchHit], scores: dict[str, float]) -> list[Search
 def weighted_scores(
     dense: Sequence[SearchHit], sparse: Sequence[SearchHit], method: FusionMethod, dense_weight: float
 ) -> list[SearchHit]:
-    normalise = _minmax if method == "minmax" else _zscore
+    normalise = {"minmax": _minmax, "maxnorm": _maxnorm}.get(method, _zscore)
     dense_norm, sparse_norm = normalise(dense), normalise(sparse)
     # A candidate missing from one list scored below that list's cut-off: count it as the floor.
     dense_floor = min(dense_norm.values(), default=0.0)
@@ -113,5 +124,5 @@ def fuse(
         return rrf(dense, sparse, config.rrf_k)
     if config.method == "adaptive":
         weight = adaptive_dense_weight(frozenset(tokenize(query)), sparse, config)
-        return weighted_scores(dense, sparse, "minmax", weight)
+        return weighted_scores(dense, sparse, "maxnorm", weight)
     return weighted_scores(dense, sparse, config.method, config.dense_weight)

@@ -41,6 +41,8 @@ class StoreConfig:
     timeout_s: float = 10.0
     # Edge: once this many points were written since the last optimisation, build the index.
     optimize_after_points: int = 20_000
+    # Exact (brute-force) dense search instead of HNSW: evaluation uses it so runs are repeatable.
+    exact_search: bool = False
 
 
 @dataclass(frozen=True, slots=True)

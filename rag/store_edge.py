@@ -179,6 +179,7 @@ class EdgeVectorStore:
             return StoreSearchResults([], [])
         qe = _qe()
         flt = access_filter(access)
+        params = qe.SearchParams(exact=True) if self._config.exact_search else None
         requests = []
         if dense is not None:
             requests.append(
@@ -186,6 +187,7 @@ class EdgeVectorStore:
                     limit=limit,
                     query=qe.Query.Nearest(np.asarray(dense, dtype=np.float32).tolist(), using=DENSE_VECTOR),
                     filter=flt,
+                    params=params,
                     with_payload=True,
                 )
             )

@@ -146,6 +146,7 @@ class QdrantServerStore:
                     query=np.asarray(dense, dtype=np.float32).tolist(),
                     using=DENSE_VECTOR,
                     filter=flt,
+                    params=models.SearchParams(exact=True) if self._config.exact_search else None,
                     limit=limit,
                     with_payload=True,
                 )
