@@ -4,7 +4,7 @@ The database: PostgreSQL through `pg_dump -Fc` / `pg_restore` (connection detail
 on a command line), SQLite through its online backup API. The embedded vector store (a Qdrant Edge shard) is a
 directory that one process locks: the backup opens it itself, which both proves that no portal or worker is
 writing and keeps them out while it copies; so stop them first. A Qdrant server is snapshotted through its own
-API (docs/deploy.md); this command then keeps the database and files and says so. Files are content-addressed,
+API (README.md, Deploy: Backup and restore); this command then keeps the database and files and says so. Files are content-addressed,
 so restoring them into a folder that already has some is safe.
 """
 
@@ -298,7 +298,7 @@ def backup_command(destination: Path) -> None:
     started = time.monotonic()
     manifest = backup(_settings(), destination)
     if not manifest["vectors"]["included"]:
-        click.echo("vectors: a Qdrant server holds them; take a snapshot through its API (docs/deploy.md)", err=True)
+        click.echo("vectors: a Qdrant server holds them; take a snapshot through its API (README.md, Deploy: Backup and restore)", err=True)
     click.echo(f"backup written to {destination} in {time.monotonic() - started:.1f} s "
                f"({manifest['bytes'] / 1e6:.1f} MB, {manifest['files']} file(s), "
                f"{manifest['vectors'].get('points', '?')} vector(s))")
@@ -312,6 +312,6 @@ def restore_command(source: Path, replace: bool) -> None:
     started = time.monotonic()
     result = restore(_settings(), source, replace=replace)
     if not result["vectors"]["included"]:
-        click.echo("vectors: not in this backup; recover the Qdrant snapshot through its API (docs/deploy.md)", err=True)
+        click.echo("vectors: not in this backup; recover the Qdrant snapshot through its API (README.md, Deploy: Backup and restore)", err=True)
     click.echo(f"restored {source} in {time.monotonic() - started:.1f} s "
                f"(schema was {result['schema_revision'] or 'empty'}, now up to date)")

@@ -1,6 +1,6 @@
 """Retention policies: how long a person's conversations are kept, decided from their roles.
 
-The rule (also in docs/privacy.md):
+The rule (also in the README's privacy officer section):
 1. Each role may have a policy (``retention_policies``); a role without one counts as the default period
    (``settings.default_retention_days``, 90 days unless configured).
 2. A person with several roles gets the SHORTEST of their roles' periods: the most protective rule wins.
