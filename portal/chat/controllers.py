@@ -133,7 +133,7 @@ class ChatController(Controller):
             return Response(b"", status_code=204)
         return Redirect(request.headers.get("referer") or "/chat", status_code=303)
 
-    @post("/messages/{answer_id:str}/retry", name="chat:retry")
+    @post("/messages/{answer_id:str}/retry", name="chat:retry", status_code=200)
     async def retry(self, request: Request, answer_id: str, chat: NamedDependency[ChatService]) -> Any:
         principal = require_principal(request)
         context = audit_context(request)
@@ -150,7 +150,7 @@ class ChatController(Controller):
             _message, conversation = await owned_message(session, principal.user_id, answer.answer_id)
         return Redirect(f"/chat/c/{conversation.id}#answer-{answer_id}", status_code=303)
 
-    @post("/messages/{answer_id:str}/feedback", name="chat:feedback")
+    @post("/messages/{answer_id:str}/feedback", name="chat:feedback", status_code=200)
     async def feedback(self, request: Request, answer_id: str, runtime: NamedDependency[Runtime]) -> Any:
         principal = require_principal(request)
         form = await _form(request)

@@ -12,6 +12,7 @@ from portal.db.engine import transaction
 from portal.db.models import Collection, CollectionAccess, Document, DocumentChunk, User
 from portal.principal import Principal
 from portal.runtime import Runtime
+from portal.settings import Settings
 from rag.chunk import chunk_document
 from rag.ingest import store_chunks
 from rag.parse import parse_document
@@ -104,3 +105,17 @@ async def sample_library(runtime: Runtime) -> tuple[IndexedDocument, IndexedDocu
     hygiene = await add_document(runtime, clinical, "hand-hygiene.md", HAND_HYGIENE_POLICY)
     algebra = await add_document(runtime, curriculum, "algebra.md", ALGEBRA_GUIDE)
     return hygiene, algebra
+
+
+async def seed_library_before_start(settings: Settings) -> tuple[IndexedDocument, IndexedDocument]:
+    """Index the sample library with a runtime of its own, closed before the app opens the same store.
+
+    The app under test runs its event loop in another thread; its store and pools belong to that loop, so tests
+    must not index through `app.state.runtime` from the test's loop.
+    """
+    runtime = Runtime.create(settings)
+    await runtime.start()
+    try:
+        return await sample_library(runtime)
+    finally:
+        await runtime.stop()

@@ -7,14 +7,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from portal.app import create_app
 from portal.db.engine import transaction
 from portal.db.models import Conversation, Feedback, LegalHold, Message
-from tests.chat.helpers import IndexedDocument, sample_library
+from tests.chat.helpers import IndexedDocument, seed_library_before_start
 
 pytestmark = pytest.mark.llm
 
@@ -40,15 +39,22 @@ def parse_sse(body: str) -> list[tuple[str, str]]:
 @pytest.fixture
 async def chat_app(
     database_url: str, settings_factory: Any, sso_settings: dict[str, Any], llm_server: Any
-) -> AsyncIterator[tuple[Litestar, tuple[IndexedDocument, IndexedDocument]]]:
+) -> AsyncIterator[tuple[Any, tuple[IndexedDocument, IndexedDocument]]]:
+    """One client for the app's lifetime (each client runs the app's lifespan); people switch by signing in again."""
     settings = settings_factory(
         database_url=database_url, llm_base_url=llm_server.base_url, llm_max_tokens=64, llm_context_window=4096,
         chat_questions_per_minute=30, **sso_settings,
     )
+    library = await seed_library_before_start(settings)
     app = create_app(settings, configure_logs=False)
-    async with AsyncTestClient(app=app):  # runs the lifespan: store open, embedder loading
-        library = await sample_library(app.state.runtime)
-        yield app, library
+    async with AsyncTestClient(app=app) as client:
+        yield client, library
+
+
+async def sign_in_as(client: Any, auth: Any, person: str) -> dict[str, str]:
+    client.cookies.clear()
+    await auth.login(client, person=person)
+    return dict(await auth.csrf_headers(client))
 
 
 async def ask_htmx(client: Any, headers: dict[str, str], question: str, conversation_id: str = "") -> tuple[str, str]:
@@ -61,62 +67,59 @@ async def ask_htmx(client: Any, headers: dict[str, str], question: str, conversa
 
 
 async def test_ask_stream_cite_and_open_the_passage(chat_app: Any, auth: Any) -> None:
-    app, (hygiene, algebra) = chat_app
-    async with AsyncTestClient(app=app) as nurse:
-        await auth.login(nurse, person="nurse")
-        page = await nurse.get("/chat", headers=HTML)
-        assert page.status_code == 200 and 'id="question"' in page.text and "_csrf_token" in page.text
-        headers = await auth.csrf_headers(nurse)
+    nurse, (hygiene, algebra) = chat_app
+    app = nurse.app
+    headers = await sign_in_as(nurse, auth, "nurse")
+    page = await nurse.get("/chat", headers=HTML)
+    assert page.status_code == 200 and 'id="question"' in page.text and "_csrf_token" in page.text
 
-        fragment, stream_url = await ask_htmx(nurse, headers, QUESTION)
-        assert QUESTION in fragment and 'aria-live="polite"' in fragment and "Stop" in fragment
-        conversation_id = re.search(r'name="conversation_id" value="([0-9a-f]+)"[^>]*hx-swap-oob', fragment).group(1)
+    fragment, stream_url = await ask_htmx(nurse, headers, QUESTION)
+    assert QUESTION in fragment and 'aria-live="polite"' in fragment and "Stop" in fragment
+    conversation_id = re.search(r'name="conversation_id" value="([0-9a-f]+)"[^>]*hx-swap-oob', fragment).group(1)
 
-        stream = await nurse.get(stream_url)
-        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
-        events = parse_sse(stream.text)
-        names = [name for name, _ in events]
-        assert names.count("token") > 3 and names[-2:] == ["sources", "done"]
-        sources_html = events[-2][1]
-        assert hygiene.title in sources_html and "/chat/passages/" in sources_html
-        assert algebra.title not in stream.text
+    stream = await nurse.get(stream_url)
+    assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+    events = parse_sse(stream.text)
+    names = [name for name, _ in events]
+    assert names.count("token") > 3 and names[-2:] == ["sources", "done"]
+    sources_html = events[-2][1]
+    assert hygiene.title in sources_html and "/chat/passages/" in sources_html
+    assert algebra.title not in stream.text
 
-        conversation = await nurse.get(f"/chat/c/{conversation_id}", headers=HTML)
-        assert conversation.status_code == 200 and QUESTION in conversation.text
-        passage_link = re.search(r'href="(/chat/passages/[^"]+)"', conversation.text).group(1)
-        passage = await nurse.get(passage_link, headers=HTML)
-        assert passage.status_code == 200 and "<mark" in passage.text and hygiene.title in passage.text
+    conversation = await nurse.get(f"/chat/c/{conversation_id}", headers=HTML)
+    assert conversation.status_code == 200 and QUESTION in conversation.text
+    passage_link = re.search(r'href="(/chat/passages/[^"]+)"', conversation.text).group(1)
+    passage = await nurse.get(passage_link, headers=HTML)
+    assert passage.status_code == 200 and "<mark" in passage.text and hygiene.title in passage.text
 
-        # Follow-up question in the same conversation, as htmx sends it.
-        _, second_url = await ask_htmx(nurse, headers, "And for how long with alcohol hand rub?", conversation_id)
-        assert parse_sse((await nurse.get(second_url)).text)[-1][0] == "done"
-        async with app.state.runtime.db() as session:
-            count = len((await session.execute(select(Message).where(Message.conversation_id == conversation_id))).all())
-        assert count == 4
+    # Follow-up question in the same conversation, as htmx sends it.
+    _, second_url = await ask_htmx(nurse, headers, "And for how long with alcohol hand rub?", conversation_id)
+    assert parse_sse((await nurse.get(second_url)).text)[-1][0] == "done"
+    async with app.state.runtime.db() as session:
+        count = len((await session.execute(select(Message).where(Message.conversation_id == conversation_id))).all())
+    assert count == 4
 
-    async with AsyncTestClient(app=app) as teacher:
-        await auth.login(teacher, person="teacher")
-        # Someone else's conversation and a passage from a collection they cannot read: not found, nothing shown.
-        assert (await teacher.get(f"/chat/c/{conversation_id}", headers=HTML)).status_code == 404
-        denied = await teacher.get(passage_link, headers=HTML)
-        assert denied.status_code == 404 and hygiene.title not in denied.text
-        headers = await auth.csrf_headers(teacher)
-        _, stream_url = await ask_htmx(teacher, headers, QUESTION + " hand hygiene policy gloves soap")
-        body = (await teacher.get(stream_url)).text
-        assert hygiene.title not in body and "wash their hands with soap" not in body
+    teacher = nurse
+    await sign_in_as(teacher, auth, "teacher")
+    # Someone else's conversation and a passage from a collection they cannot read: not found, nothing shown.
+    assert (await teacher.get(f"/chat/c/{conversation_id}", headers=HTML)).status_code == 404
+    denied = await teacher.get(passage_link, headers=HTML)
+    assert denied.status_code == 404 and hygiene.title not in denied.text
+    headers = await auth.csrf_headers(teacher)
+    _, stream_url = await ask_htmx(teacher, headers, QUESTION + " hand hygiene policy gloves soap")
+    body = (await teacher.get(stream_url)).text
+    assert hygiene.title not in body and "wash their hands with soap" not in body
 
 
 async def test_without_javascript_the_answer_arrives_whole(chat_app: Any, auth: Any) -> None:
-    app, (hygiene, _) = chat_app
-    async with AsyncTestClient(app=app) as nurse:
-        await auth.login(nurse, person="nurse")
-        headers = await auth.csrf_headers(nurse)
-        response = await nurse.post("/chat/ask", data={"question": QUESTION}, headers={**HTML, **headers},
-                                    follow_redirects=False)
-        assert response.status_code == 303
-        page = await nurse.get(response.headers["location"], headers=HTML)
-        assert page.status_code == 200 and "sse-connect" not in page.text
-        assert hygiene.title in page.text and 'class="answer status-complete"' in page.text
+    nurse, (hygiene, _) = chat_app
+    headers = await sign_in_as(nurse, auth, "nurse")
+    response = await nurse.post("/chat/ask", data={"question": QUESTION}, headers={**HTML, **headers},
+                                follow_redirects=False)
+    assert response.status_code == 303
+    page = await nurse.get(response.headers["location"], headers=HTML)
+    assert page.status_code == 200 and "sse-connect" not in page.text
+    assert hygiene.title in page.text and 'class="answer status-complete"' in page.text
 
 
 async def test_api_client_gets_json_and_429_over_the_limit(
@@ -140,55 +143,52 @@ async def test_api_client_gets_json_and_429_over_the_limit(
 
 
 async def test_feedback_rename_search_and_delete(chat_app: Any, auth: Any) -> None:
-    app, _ = chat_app
-    runtime = app.state.runtime
-    async with AsyncTestClient(app=app) as nurse:
-        await auth.login(nurse, person="nurse")
-        headers = await auth.csrf_headers(nurse)
-        _, stream_url = await ask_htmx(nurse, headers, QUESTION)
-        await nurse.get(stream_url)
-        answer_id = stream_url.rsplit("/", 1)[1]
-        async with runtime.db() as session:
-            conversation_id = (await session.get(Message, answer_id)).conversation_id
+    nurse, _ = chat_app
+    runtime = nurse.app.state.runtime
+    headers = await sign_in_as(nurse, auth, "nurse")
+    _, stream_url = await ask_htmx(nurse, headers, QUESTION)
+    await nurse.get(stream_url)
+    answer_id = stream_url.rsplit("/", 1)[1]
+    async with runtime.db() as session:
+        conversation_id = (await session.get(Message, answer_id)).conversation_id
 
-        thanks = await nurse.post(f"/chat/messages/{answer_id}/feedback", data={"rating": "-1", "comment": "too short"},
-                                  headers={**HTMX, **headers})
-        assert thanks.status_code == 200 and "feedback was saved" in thanks.text
-        async with runtime.db() as session:
-            feedback = (await session.execute(select(Feedback).where(Feedback.message_id == answer_id))).scalar_one()
-        assert (feedback.rating, feedback.comment) == (-1, "too short")
+    thanks = await nurse.post(f"/chat/messages/{answer_id}/feedback", data={"rating": "-1", "comment": "too short"},
+                              headers={**HTMX, **headers})
+    assert thanks.status_code == 200 and "feedback was saved" in thanks.text
+    async with runtime.db() as session:
+        feedback = (await session.execute(select(Feedback).where(Feedback.message_id == answer_id))).scalar_one()
+    assert (feedback.rating, feedback.comment) == (-1, "too short")
 
-        renamed = await nurse.post(f"/chat/c/{conversation_id}/rename", data={"title": "Hand washing times"},
-                                   headers={**HTML, **headers}, follow_redirects=False)
-        assert renamed.status_code == 303
-        sidebar = await nurse.get("/chat", headers=HTML)
-        assert "Hand washing times" in sidebar.text
+    renamed = await nurse.post(f"/chat/c/{conversation_id}/rename", data={"title": "Hand washing times"},
+                               headers={**HTML, **headers}, follow_redirects=False)
+    assert renamed.status_code == 303
+    sidebar = await nurse.get("/chat", headers=HTML)
+    assert "Hand washing times" in sidebar.text
 
-        found = await nurse.get("/chat/search", params={"q": "WASH their hands"}, headers=HTML)
-        assert found.status_code == 200 and f"/chat/c/{conversation_id}" in found.text
-        assert "Nothing in your history matches" in (await nurse.get("/chat/search", params={"q": "zebra%"},
-                                                                     headers=HTML)).text
+    found = await nurse.get("/chat/search", params={"q": "WASH their hands"}, headers=HTML)
+    assert found.status_code == 200 and f"/chat/c/{conversation_id}" in found.text
+    assert "Nothing in your history matches" in (await nurse.get("/chat/search", params={"q": "zebra%"},
+                                                                 headers=HTML)).text
 
-        # Under legal hold the delete is refused with a clear message; once lifted it really deletes.
-        async with transaction(runtime.db) as session:
-            hold = LegalHold(subject_type="conversation", subject_id=conversation_id, reason="case", case_reference="C-1",
-                             placed_at=runtime.clock.now())
-            session.add(hold)
-        refused = await nurse.post(f"/chat/c/{conversation_id}/delete", headers={**HTML, **headers}, follow_redirects=False)
-        assert refused.status_code == 409 and "legal hold" in refused.text and "Traceback" not in refused.text
-        async with transaction(runtime.db) as session:
-            (await session.get(LegalHold, hold.id)).lifted_at = runtime.clock.now()
-        deleted = await nurse.post(f"/chat/c/{conversation_id}/delete", headers={**HTML, **headers}, follow_redirects=False)
-        assert deleted.status_code == 303
-        async with runtime.db() as session:
-            assert await session.get(Conversation, conversation_id) is None
-            assert (await session.execute(select(Message).where(Message.conversation_id == conversation_id))).first() is None
+    # Under legal hold the delete is refused with a clear message; once lifted it really deletes.
+    async with transaction(runtime.db) as session:
+        hold = LegalHold(subject_type="conversation", subject_id=conversation_id, reason="case", case_reference="C-1",
+                         placed_at=runtime.clock.now())
+        session.add(hold)
+    refused = await nurse.post(f"/chat/c/{conversation_id}/delete", headers={**HTML, **headers}, follow_redirects=False)
+    assert refused.status_code == 409 and "legal hold" in refused.text and "Traceback" not in refused.text
+    async with transaction(runtime.db) as session:
+        (await session.get(LegalHold, hold.id)).lifted_at = runtime.clock.now()
+    deleted = await nurse.post(f"/chat/c/{conversation_id}/delete", headers={**HTML, **headers}, follow_redirects=False)
+    assert deleted.status_code == 303
+    async with runtime.db() as session:
+        assert await session.get(Conversation, conversation_id) is None
+        assert (await session.execute(select(Message).where(Message.conversation_id == conversation_id))).first() is None
 
 
 async def test_signed_out_people_cannot_chat(chat_app: Any) -> None:
-    app, _ = chat_app
-    async with AsyncTestClient(app=app) as client:
-        response = await client.get("/chat", headers=HTML, follow_redirects=False)
-        assert response.status_code in (302, 303, 401)
-        stream = await client.get("/chat/stream/abc", follow_redirects=False)
-        assert stream.status_code in (302, 303, 401)
+    client, _ = chat_app
+    response = await client.get("/chat", headers=HTML, follow_redirects=False)
+    assert response.status_code in (302, 303, 401)
+    stream = await client.get("/chat/stream/abc", follow_redirects=False)
+    assert stream.status_code in (302, 303, 401)
