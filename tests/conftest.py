@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 # Sign-in through a real identity provider for every area: see tests/support/auth.py.
-pytest_plugins = ["tests.support.auth_fixtures", "tests.support.llm"]
+pytest_plugins = ["tests.support.auth_fixtures", "tests.support.llm", "tests.support.browser"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
