@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from portal.app import create_app
-from portal.db.engine import transaction
+from portal.db.engine import make_engine, make_session_factory, transaction
 from portal.db.models import Conversation, Feedback, LegalHold, Message
 from tests.chat.helpers import IndexedDocument, seed_library_before_start
 
@@ -51,6 +51,14 @@ async def chat_app(
         yield client, library
 
 
+@pytest.fixture
+async def test_db(database_url: str) -> AsyncIterator[Any]:
+    """A session factory on the test's own loop (the app's pools belong to the app's loop thread)."""
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    await engine.dispose()
+
+
 async def sign_in_as(client: Any, auth: Any, person: str) -> dict[str, str]:
     client.cookies.clear()
     await auth.login(client, person=person)
@@ -66,9 +74,8 @@ async def ask_htmx(client: Any, headers: dict[str, str], question: str, conversa
     return response.text, stream_url.group(1)
 
 
-async def test_ask_stream_cite_and_open_the_passage(chat_app: Any, auth: Any) -> None:
+async def test_ask_stream_cite_and_open_the_passage(chat_app: Any, auth: Any, test_db: Any) -> None:
     nurse, (hygiene, algebra) = chat_app
-    app = nurse.app
     headers = await sign_in_as(nurse, auth, "nurse")
     page = await nurse.get("/chat", headers=HTML)
     assert page.status_code == 200 and 'id="question"' in page.text and "_csrf_token" in page.text
@@ -95,7 +102,7 @@ async def test_ask_stream_cite_and_open_the_passage(chat_app: Any, auth: Any) ->
     # Follow-up question in the same conversation, as htmx sends it.
     _, second_url = await ask_htmx(nurse, headers, "And for how long with alcohol hand rub?", conversation_id)
     assert parse_sse((await nurse.get(second_url)).text)[-1][0] == "done"
-    async with app.state.runtime.db() as session:
+    async with test_db() as session:
         count = len((await session.execute(select(Message).where(Message.conversation_id == conversation_id))).all())
     assert count == 4
 
@@ -142,20 +149,20 @@ async def test_api_client_gets_json_and_429_over_the_limit(
         assert "limit for your role" in third.text
 
 
-async def test_feedback_rename_search_and_delete(chat_app: Any, auth: Any) -> None:
+async def test_feedback_rename_search_and_delete(chat_app: Any, auth: Any, test_db: Any) -> None:
     nurse, _ = chat_app
-    runtime = nurse.app.state.runtime
+    clock = nurse.app.state.runtime.clock
     headers = await sign_in_as(nurse, auth, "nurse")
     _, stream_url = await ask_htmx(nurse, headers, QUESTION)
     await nurse.get(stream_url)
     answer_id = stream_url.rsplit("/", 1)[1]
-    async with runtime.db() as session:
+    async with test_db() as session:
         conversation_id = (await session.get(Message, answer_id)).conversation_id
 
     thanks = await nurse.post(f"/chat/messages/{answer_id}/feedback", data={"rating": "-1", "comment": "too short"},
                               headers={**HTMX, **headers})
     assert thanks.status_code == 200 and "feedback was saved" in thanks.text
-    async with runtime.db() as session:
+    async with test_db() as session:
         feedback = (await session.execute(select(Feedback).where(Feedback.message_id == answer_id))).scalar_one()
     assert (feedback.rating, feedback.comment) == (-1, "too short")
 
@@ -171,17 +178,17 @@ async def test_feedback_rename_search_and_delete(chat_app: Any, auth: Any) -> No
                                                                  headers=HTML)).text
 
     # Under legal hold the delete is refused with a clear message; once lifted it really deletes.
-    async with transaction(runtime.db) as session:
+    async with transaction(test_db) as session:
         hold = LegalHold(subject_type="conversation", subject_id=conversation_id, reason="case", case_reference="C-1",
-                         placed_at=runtime.clock.now())
+                         placed_at=clock.now())
         session.add(hold)
     refused = await nurse.post(f"/chat/c/{conversation_id}/delete", headers={**HTML, **headers}, follow_redirects=False)
     assert refused.status_code == 409 and "legal hold" in refused.text and "Traceback" not in refused.text
-    async with transaction(runtime.db) as session:
-        (await session.get(LegalHold, hold.id)).lifted_at = runtime.clock.now()
+    async with transaction(test_db) as session:
+        (await session.get(LegalHold, hold.id)).lifted_at = clock.now()
     deleted = await nurse.post(f"/chat/c/{conversation_id}/delete", headers={**HTML, **headers}, follow_redirects=False)
     assert deleted.status_code == 303
-    async with runtime.db() as session:
+    async with test_db() as session:
         assert await session.get(Conversation, conversation_id) is None
         assert (await session.execute(select(Message).where(Message.conversation_id == conversation_id))).first() is None
 
