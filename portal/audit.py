@@ -121,22 +121,6 @@ async def append_audit(
     seq = head.last_seq + 1
     ids = [str(i) for i in object_ids]
     detail = detail or {}
-    digest = record_hash(
-        seq=seq,
-        at=at,
-        user_id=context.user_id,
-        roles=list(context.roles),
-        session_hash=context.session_hash,
-        client_addr=context.client_addr,
-        action=action,
-        object_type=object_type,
-        object_ids=ids,
-        outcome=outcome,
-        request_id=context.request_id,
-        model=model,
-        detail=detail,
-        prev_hash=head.last_hash,
-    )
     event = AuditEvent(
         seq=seq,
         at=at,
@@ -152,8 +136,9 @@ async def append_audit(
         model=model,
         detail=detail,
         prev_hash=head.last_hash,
-        hash=digest,
+        hash="",
     )
+    digest = event.hash = hash_of_event(event)
     session.add(event)
     head.last_seq = seq
     head.last_hash = digest
