@@ -28,10 +28,14 @@ COUNT_TOKEN_EVENTS = """() => {
 
 @pytest.fixture
 def live_portal(
-    db_backend: str, database_url: str, settings_factory: Any, sso_settings: dict[str, Any], llm_server: Any
+    request: pytest.FixtureRequest, db_backend: str, _migrated_templates: Any, settings_factory: Any,
+    sso_settings: dict[str, Any], llm_server: Any,
 ) -> Iterator[tuple[LivePortal, Any]]:
+    # Skip before the PostgreSQL database would be made: that needs asyncio.run, which Playwright's running loop
+    # (module-scoped chromium) forbids. _migrated_templates is named so pytest builds it before the browser starts.
     if db_backend != "sqlite":
         pytest.skip("the browser journey runs once, on the embedded default database")
+    database_url = request.getfixturevalue("database_url")
     port = free_port()
     settings = settings_factory(
         database_url=database_url, llm_base_url=llm_server.base_url, llm_max_tokens=120, llm_context_window=4096,
