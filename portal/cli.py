@@ -73,7 +73,7 @@ def _embedded_services(settings: Settings) -> Iterator[Settings]:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             server = EmbeddedLLMServer(
                 settings.embedded_llm_port, settings.llm_context_window, settings.llm_model,
-                log_path=settings.data_dir / "llm-server.log",
+                log_path=settings.data_dir / "llm-server.log", threads=settings.embedded_llm_threads,
             )
             click.echo(f"starting the embedded LLM server on 127.0.0.1:{settings.embedded_llm_port} ...")
             stack.enter_context(server)

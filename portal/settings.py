@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     llm_context_window: int = Field(default=8192, gt=256)
     embedded_llm: bool = True
     embedded_llm_port: int = 8081
+    embedded_llm_threads: int = Field(default=1, ge=1)  # llama.cpp threads; more only pays with spare cores
 
     redis_url: str | None = None
 
