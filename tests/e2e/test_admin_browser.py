@@ -8,14 +8,11 @@ Set ENCLAVE_UPDATE_SCREENSHOT=1 to refresh docs/admin-screenshot.png from this j
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
-from tests.support.auth import ensure_sample_role_rules
 from tests.support.browser import ROOT, LivePortal, axe_violations, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.llm]
@@ -36,28 +33,9 @@ QUESTION = "How often are patients at high risk of falls checked?"
 
 
 @pytest.fixture
-def live_portal(
-    request: pytest.FixtureRequest, db_backend: str, _migrated_templates: Any, settings_factory: Any,
-    sso_settings: dict[str, Any], llm_server: Any,
-) -> Iterator[LivePortal]:
-    # _migrated_templates (session scope) is named here so pytest makes it before the browser starts.
-    if db_backend != "sqlite":
-        # Skipped before the PostgreSQL database is made: that needs asyncio.run, which Playwright's loop forbids.
-        pytest.skip("the browser journey runs once, on the embedded default database")
-    database_url = request.getfixturevalue("database_url")
-    port = free_port()
-    settings = settings_factory(
-        database_url=database_url, llm_base_url=llm_server.base_url, llm_max_tokens=120, llm_context_window=4096,
-        public_url=f"http://127.0.0.1:{port}", **sso_settings,
-    )
-    portal = LivePortal(settings, port)
-    portal.start()
-    try:
-        portal.run(ensure_sample_role_rules(portal.app))
-        portal.run(portal.app.state.runtime.wait_for_embedder())
-        yield portal
-    finally:
-        portal.stop()
+def live_portal(browser_portal: LivePortal) -> LivePortal:
+    browser_portal.run(browser_portal.app.state.runtime.wait_for_embedder())
+    return browser_portal
 
 
 def assert_accessible(page: Any, where: str) -> None:

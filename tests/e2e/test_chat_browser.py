@@ -4,14 +4,11 @@ without access to the collection never sees its passages."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.chat.helpers import sample_library
-from tests.conftest import free_port
-from tests.support.auth import ensure_sample_role_rules
 from tests.support.browser import LivePortal, axe_violations, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.llm]
@@ -27,28 +24,8 @@ COUNT_TOKEN_EVENTS = """() => {
 
 
 @pytest.fixture
-def live_portal(
-    request: pytest.FixtureRequest, db_backend: str, _migrated_templates: Any, settings_factory: Any,
-    sso_settings: dict[str, Any], llm_server: Any,
-) -> Iterator[tuple[LivePortal, Any]]:
-    # Skip before the PostgreSQL database would be made: that needs asyncio.run, which Playwright's running loop
-    # (module-scoped chromium) forbids. _migrated_templates is named so pytest builds it before the browser starts.
-    if db_backend != "sqlite":
-        pytest.skip("the browser journey runs once, on the embedded default database")
-    database_url = request.getfixturevalue("database_url")
-    port = free_port()
-    settings = settings_factory(
-        database_url=database_url, llm_base_url=llm_server.base_url, llm_max_tokens=120, llm_context_window=4096,
-        public_url=f"http://127.0.0.1:{port}", **sso_settings,
-    )
-    portal = LivePortal(settings, port)
-    portal.start()
-    try:
-        portal.run(ensure_sample_role_rules(portal.app))
-        library = portal.run(sample_library(portal.app.state.runtime))
-        yield portal, library
-    finally:
-        portal.stop()
+def live_portal(browser_portal: LivePortal) -> tuple[LivePortal, Any]:
+    return browser_portal, browser_portal.run(sample_library(browser_portal.app.state.runtime))
 
 
 def tab_until(page: Any, predicate_js: str, limit: int = 60) -> None:

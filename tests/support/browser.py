@@ -15,7 +15,10 @@ import pytest
 import uvicorn
 
 from portal.app import create_app
+from portal.embedded.llm_server import EmbeddedLLMServer
 from portal.settings import Settings
+from tests.conftest import free_port
+from tests.support.auth import ensure_sample_role_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -68,6 +71,33 @@ class LivePortal:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def browser_portal(
+    request: pytest.FixtureRequest, db_backend: str, _migrated_templates: Any, settings_factory: Any,
+    sso_settings: dict[str, Any], llm_server: EmbeddedLLMServer,
+) -> Iterator[LivePortal]:
+    """A live portal for a browser journey: the embedded default database, the real LLM, the test identity
+    provider's sign-in and the sample role rules. The journey's own module adds its data on `portal.run`."""
+    # Skip before the PostgreSQL database would be made: that needs asyncio.run, which Playwright's running loop
+    # (module-scoped chromium) forbids. _migrated_templates (session scope) is named so that pytest builds it
+    # before the browser starts.
+    if db_backend != "sqlite":
+        pytest.skip("the browser journey runs once, on the embedded default database")
+    database_url = request.getfixturevalue("database_url")
+    port = free_port()
+    settings = settings_factory(
+        database_url=database_url, llm_base_url=llm_server.base_url, llm_max_tokens=120, llm_context_window=4096,
+        public_url=f"http://127.0.0.1:{port}", **sso_settings,
+    )
+    portal = LivePortal(settings, port)
+    portal.start()
+    try:
+        portal.run(ensure_sample_role_rules(portal.app))
+        yield portal
+    finally:
+        portal.stop()
 
 
 @pytest.fixture(scope="module")
