@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import os
 import threading
@@ -66,17 +67,17 @@ def _normalise(matrix: npt.NDArray[Any]) -> Vectors:
     return (matrix / norms).astype(np.float32, copy=False)
 
 
-class _AsyncMixin:
+class _AsyncMixin(abc.ABC):
     """Runs the blocking model off the event loop; one call at a time, because two concurrent
     encodes on the same cores only slow each other down."""
 
     _lock: threading.Lock
 
-    def embed_documents(self, texts: Sequence[str]) -> Vectors:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def embed_documents(self, texts: Sequence[str]) -> Vectors: ...
 
-    def embed_query(self, text: str) -> Vectors:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def embed_query(self, text: str) -> Vectors: ...
 
     async def aembed_documents(self, texts: Sequence[str]) -> Vectors:
         return await asyncio.to_thread(self.embed_documents, texts)
