@@ -96,6 +96,11 @@ class CollectionsController(Controller):
                    "max_upload_mb": runtime.settings.max_upload_mb}
         return page(COLLECTION_TEMPLATE, context, status_code)
 
+    async def _refused(self, request: AnyRequest, runtime: Runtime, collection_id: str, exc: AdminError) -> Any:
+        """An API client gets the refusal as its 4xx; a person sees the collection page again, the reason on it."""
+        refusal_for_api(request, exc)
+        return await self._collection(request, runtime, collection_id, error=exc.message, status_code=exc.status_code)
+
     @get("/collections/{collection_id:str}", name="admin:collection")
     async def collection(self, request: AnyRequest, runtime: NamedDependency[Runtime], collection_id: str) -> Any:
         return await self._collection(request, runtime, collection_id)
@@ -121,8 +126,7 @@ class CollectionsController(Controller):
                 runtime, actor_of(request), collection_id, fields.get("name", ""), fields.get("description", "")
             )
         except AdminError as exc:
-            refusal_for_api(request, exc)
-            return await self._collection(request, runtime, collection_id, error=exc.message, status_code=exc.status_code)
+            return await self._refused(request, runtime, collection_id, exc)
         return json_or_redirect(request, f"/admin/collections/{collection_id}", {"id": collection_id})
 
     @post("/collections/{collection_id:str}/delete", name="admin:collection_delete")
@@ -150,8 +154,7 @@ class CollectionsController(Controller):
         try:
             await collections.grant_read(runtime, actor_of(request), collection_id, fields.get("role", ""))
         except AdminError as exc:
-            refusal_for_api(request, exc)
-            return await self._collection(request, runtime, collection_id, error=exc.message, status_code=exc.status_code)
+            return await self._refused(request, runtime, collection_id, exc)
         return json_or_redirect(request, f"/admin/collections/{collection_id}", {"granted": fields.get("role", "")})
 
     @post("/collections/{collection_id:str}/readers/{role:str}/revoke", name="admin:collection_revoke")
@@ -159,8 +162,7 @@ class CollectionsController(Controller):
         try:
             await collections.revoke_read(runtime, actor_of(request), collection_id, role)
         except AdminError as exc:
-            refusal_for_api(request, exc)
-            return await self._collection(request, runtime, collection_id, error=exc.message, status_code=exc.status_code)
+            return await self._refused(request, runtime, collection_id, exc)
         return json_or_redirect(request, f"/admin/collections/{collection_id}", {"revoked": role})
 
     @post("/collections/{collection_id:str}/managers", name="admin:manager_add")
@@ -171,8 +173,7 @@ class CollectionsController(Controller):
                 runtime, actor_of(request), collection_id, role=fields.get("role", ""), email=fields.get("email", "")
             )
         except AdminError as exc:
-            refusal_for_api(request, exc)
-            return await self._collection(request, runtime, collection_id, error=exc.message, status_code=exc.status_code)
+            return await self._refused(request, runtime, collection_id, exc)
         return json_or_redirect(request, f"/admin/collections/{collection_id}", {"id": manager_id}, 201)
 
     @post("/collections/{collection_id:str}/managers/{manager_id:str}/remove", name="admin:manager_remove")
@@ -182,8 +183,7 @@ class CollectionsController(Controller):
         try:
             await collections.remove_manager(runtime, actor_of(request), collection_id, manager_id)
         except AdminError as exc:
-            refusal_for_api(request, exc)
-            return await self._collection(request, runtime, collection_id, error=exc.message, status_code=exc.status_code)
+            return await self._refused(request, runtime, collection_id, exc)
         return json_or_redirect(request, f"/admin/collections/{collection_id}", {"removed": manager_id})
 
     @post("/collections/{collection_id:str}/upload", name="admin:upload")
@@ -192,8 +192,7 @@ class CollectionsController(Controller):
             files = await uploaded_files(request)
             result = await documents.upload_documents(runtime, actor_of(request), collection_id, files)
         except AdminError as exc:
-            refusal_for_api(request, exc)
-            return await self._collection(request, runtime, collection_id, error=exc.message, status_code=exc.status_code)
+            return await self._refused(request, runtime, collection_id, exc)
         if wants_json(request):
             return Response({"created": result.created, "unchanged": result.unchanged, "jobs": result.job_ids}, status_code=202)
         parts = [f"{len(result.created)} file(s) queued for indexing."]
@@ -206,8 +205,7 @@ class CollectionsController(Controller):
         try:
             job_ids = await documents.reindex_collection(runtime, actor_of(request), collection_id)
         except AdminError as exc:
-            refusal_for_api(request, exc)
-            return await self._collection(request, runtime, collection_id, error=exc.message, status_code=exc.status_code)
+            return await self._refused(request, runtime, collection_id, exc)
         if wants_json(request):
             return Response({"jobs": job_ids}, status_code=202)
         return await self._collection(request, runtime, collection_id, notice=f"{len(job_ids)} document(s) queued for re-indexing.")

@@ -42,6 +42,11 @@ class DocumentsController(Controller):
         return page("admin/document.html.j2", {"data": data, "error": error, "notice": notice,
                                                "max_upload_mb": runtime.settings.max_upload_mb}, status_code)
 
+    async def _refused(self, request: AnyRequest, runtime: Runtime, document_id: str, exc: AdminError) -> Any:
+        """An API client gets the refusal as its 4xx; a person sees the document page again, the reason on it."""
+        refusal_for_api(request, exc)
+        return await self._page(request, runtime, document_id, error=exc.message, status_code=exc.status_code)
+
     @get("/{document_id:str}", name="admin:document")
     async def show(self, request: AnyRequest, runtime: NamedDependency[Runtime], document_id: str) -> Any:
         return await self._page(request, runtime, document_id)
@@ -54,8 +59,7 @@ class DocumentsController(Controller):
                 raise BadInput("Choose one file: the new version of this document.")
             job_id = await documents.replace_document(runtime, actor_of(request), document_id, files[0])
         except AdminError as exc:
-            refusal_for_api(request, exc)
-            return await self._page(request, runtime, document_id, error=exc.message, status_code=exc.status_code)
+            return await self._refused(request, runtime, document_id, exc)
         if wants_json(request):
             return Response({"job": job_id, "unchanged": job_id is None}, status_code=202)
         notice = ("The new version is queued; the current version stays searchable until it is indexed."
@@ -67,8 +71,7 @@ class DocumentsController(Controller):
         try:
             job_id = await documents.reindex_document(runtime, actor_of(request), document_id)
         except AdminError as exc:
-            refusal_for_api(request, exc)
-            return await self._page(request, runtime, document_id, error=exc.message, status_code=exc.status_code)
+            return await self._refused(request, runtime, document_id, exc)
         if wants_json(request):
             return Response({"job": job_id}, status_code=202)
         return await self._page(request, runtime, document_id, notice="Queued for re-indexing.")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
 
 from litestar import Controller, Request, Response, Router, delete, get, patch, post, put
 from litestar.connection import ASGIConnection
@@ -81,90 +83,81 @@ async def _write(
     return change
 
 
-class ScimUsersController(Controller):
+@dataclass(frozen=True)
+class _ScimResourceType:
+    """What one SCIM resource type does for each operation: Users and Groups speak the same protocol (RFC 7644)."""
+
+    create: Callable[[AsyncSession, dict[str, Any], datetime, AuditContext, str], Awaitable[ScimChange]]
+    query: Callable[[AsyncSession, str | None, int, int, str], Awaitable[dict[str, Any]]]
+    get: Callable[[AsyncSession, str, str], Awaitable[dict[str, Any]]]
+    replace: Callable[[AsyncSession, str, dict[str, Any], datetime, AuditContext, str], Awaitable[ScimChange]]
+    patch: Callable[[AsyncSession, str, dict[str, Any], datetime, AuditContext, str], Awaitable[ScimChange]]
+    delete: Callable[[AsyncSession, str, datetime, AuditContext], Awaitable[ScimChange]]
+
+
+class _ScimResourceController(Controller):
+    """The SCIM operations on one resource type; each subclass names its path and its resource type."""
+
+    resource: ClassVar[_ScimResourceType]
+
+    @post("/", status_code=201)
+    async def create(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[Any]:
+        payload, now = await _payload(request), runtime.clock.now()
+        change = await _write(request, runtime, lambda s: self.resource.create(s, payload, now, _context(request), _base_url(runtime)))
+        return _scim(change.resource, 201)
+
+    @get("/")
+    async def query(
+        self, runtime: NamedDependency[Runtime], filter: str | None = None, startIndex: int = 1, count: int = 100  # noqa: N803
+    ) -> Response[Any]:
+        async with runtime.db() as session:
+            return _scim(await self.resource.query(session, filter, startIndex, count, _base_url(runtime)))
+
+    @get("/{resource_id:str}")
+    async def read(self, runtime: NamedDependency[Runtime], resource_id: str) -> Response[Any]:
+        async with runtime.db() as session:
+            return _scim(await self.resource.get(session, resource_id, _base_url(runtime)))
+
+    @put("/{resource_id:str}")
+    async def replace(
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], resource_id: str
+    ) -> Response[Any]:
+        payload, now = await _payload(request), runtime.clock.now()
+        change = await _write(
+            request, runtime,
+            lambda s: self.resource.replace(s, resource_id, payload, now, _context(request), _base_url(runtime)),
+        )
+        return _scim(change.resource)
+
+    @patch("/{resource_id:str}")
+    async def patch(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], resource_id: str) -> Response[Any]:
+        payload, now = await _payload(request), runtime.clock.now()
+        change = await _write(
+            request, runtime,
+            lambda s: self.resource.patch(s, resource_id, payload, now, _context(request), _base_url(runtime)),
+        )
+        return _scim(change.resource)
+
+    @delete("/{resource_id:str}", status_code=204)
+    async def remove(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], resource_id: str) -> None:
+        now = runtime.clock.now()
+        await _write(request, runtime, lambda s: self.resource.delete(s, resource_id, now, _context(request)))
+
+
+class ScimUsersController(_ScimResourceController):
     path = "/Users"
-
-    @post("/", status_code=201)
-    async def create(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[Any]:
-        payload, now = await _payload(request), runtime.clock.now()
-        change = await _write(request, runtime, lambda s: scim_service.create_user(s, payload, now, _context(request), _base_url(runtime)))
-        return _scim(change.resource, 201)
-
-    @get("/")
-    async def list_users(
-        self, runtime: NamedDependency[Runtime], filter: str | None = None, startIndex: int = 1, count: int = 100  # noqa: N803
-    ) -> Response[Any]:
-        async with runtime.db() as session:
-            return _scim(await scim_service.list_users(session, filter, startIndex, count, _base_url(runtime)))
-
-    @get("/{user_id:str}")
-    async def read(self, runtime: NamedDependency[Runtime], user_id: str) -> Response[Any]:
-        async with runtime.db() as session:
-            return _scim(await scim_service.get_user(session, user_id, _base_url(runtime)))
-
-    @put("/{user_id:str}")
-    async def replace(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], user_id: str) -> Response[Any]:
-        payload, now = await _payload(request), runtime.clock.now()
-        change = await _write(
-            request, runtime, lambda s: scim_service.replace_user(s, user_id, payload, now, _context(request), _base_url(runtime))
-        )
-        return _scim(change.resource)
-
-    @patch("/{user_id:str}")
-    async def patch(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], user_id: str) -> Response[Any]:
-        payload, now = await _payload(request), runtime.clock.now()
-        change = await _write(
-            request, runtime, lambda s: scim_service.patch_user(s, user_id, payload, now, _context(request), _base_url(runtime))
-        )
-        return _scim(change.resource)
-
-    @delete("/{user_id:str}", status_code=204)
-    async def remove(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], user_id: str) -> None:
-        now = runtime.clock.now()
-        await _write(request, runtime, lambda s: scim_service.delete_user(s, user_id, now, _context(request)))
+    resource = _ScimResourceType(
+        create=scim_service.create_user, query=scim_service.list_users, get=scim_service.get_user,
+        replace=scim_service.replace_user, patch=scim_service.patch_user, delete=scim_service.delete_user,
+    )
 
 
-class ScimGroupsController(Controller):
+class ScimGroupsController(_ScimResourceController):
     path = "/Groups"
-
-    @post("/", status_code=201)
-    async def create(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[Any]:
-        payload, now = await _payload(request), runtime.clock.now()
-        change = await _write(request, runtime, lambda s: scim_groups.create_group(s, payload, now, _context(request), _base_url(runtime)))
-        return _scim(change.resource, 201)
-
-    @get("/")
-    async def list_groups(
-        self, runtime: NamedDependency[Runtime], filter: str | None = None, startIndex: int = 1, count: int = 100  # noqa: N803
-    ) -> Response[Any]:
-        async with runtime.db() as session:
-            return _scim(await scim_groups.list_groups(session, filter, startIndex, count, _base_url(runtime)))
-
-    @get("/{group_id:str}")
-    async def read(self, runtime: NamedDependency[Runtime], group_id: str) -> Response[Any]:
-        async with runtime.db() as session:
-            return _scim(await scim_groups.get_group(session, group_id, _base_url(runtime)))
-
-    @put("/{group_id:str}")
-    async def replace(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], group_id: str) -> Response[Any]:
-        payload, now = await _payload(request), runtime.clock.now()
-        change = await _write(
-            request, runtime, lambda s: scim_groups.replace_group(s, group_id, payload, now, _context(request), _base_url(runtime))
-        )
-        return _scim(change.resource)
-
-    @patch("/{group_id:str}")
-    async def patch(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], group_id: str) -> Response[Any]:
-        payload, now = await _payload(request), runtime.clock.now()
-        change = await _write(
-            request, runtime, lambda s: scim_groups.patch_group(s, group_id, payload, now, _context(request), _base_url(runtime))
-        )
-        return _scim(change.resource)
-
-    @delete("/{group_id:str}", status_code=204)
-    async def remove(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], group_id: str) -> None:
-        now = runtime.clock.now()
-        await _write(request, runtime, lambda s: scim_groups.delete_group(s, group_id, now, _context(request)))
+    resource = _ScimResourceType(
+        create=scim_groups.create_group, query=scim_groups.list_groups, get=scim_groups.get_group,
+        replace=scim_groups.replace_group, patch=scim_groups.patch_group, delete=scim_groups.delete_group,
+    )
 
 
 def scim_router() -> Router:
