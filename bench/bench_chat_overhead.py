@@ -33,15 +33,17 @@ async def first_token(client: httpx.AsyncClient, keep_reading: bool) -> tuple[fl
     started = time.perf_counter()
     stream_url = await ask(client, marker)
     first_at = 0.0
+    ended = False
     tail = b""
     async with client.stream("GET", stream_url, headers={"accept": "text/event-stream"}) as response:
         async for chunk in response.aiter_raw():
-            if not first_at and b"event: token" in tail + chunk:
+            seen = tail + chunk
+            if not first_at and b"event: token" in seen:
                 first_at = time.perf_counter()
                 if not keep_reading:
                     break
-            tail = (tail + chunk)[-256:]
-    ended = b"event: done" in tail
+            ended = ended or b"event: done" in seen  # the done event carries the whole answer: look as it passes
+            tail = seen[-32:]
     return first_at - started, marker, ended
 
 

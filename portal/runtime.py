@@ -34,7 +34,11 @@ def _shared_embedder(config: Any, loader: Any) -> Any:
     key = repr(config)
     with _EMBEDDERS_LOCK:
         if key not in _EMBEDDERS:
-            _EMBEDDERS[key] = loader(config)
+            embedder = loader(config)
+            prepare = getattr(embedder, "prepare_query_path", None)
+            if prepare is not None:
+                prepare()
+            _EMBEDDERS[key] = embedder
         return _EMBEDDERS[key]
 
 

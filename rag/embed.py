@@ -6,6 +6,7 @@ import abc
 import asyncio
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -105,6 +106,7 @@ class SentenceTransformerEmbedder(_AsyncMixin):
         self._batch_size = config.batch_size
         self._tokenizer = self._model.tokenizer
         self._lock = threading.Lock()
+        self._graph_lock = threading.Lock()
         get_dim = getattr(self._model, "get_embedding_dimension", None) or (
             self._model.get_sentence_embedding_dimension
         )
@@ -151,7 +153,65 @@ class SentenceTransformerEmbedder(_AsyncMixin):
         return np.asarray(vectors, dtype=np.float32)
 
     def embed_query(self, text: str) -> Vectors:
-        return self.embed_documents([text])[0]
+        graph = self._query_graph()
+        if graph is None:
+            return self.embed_documents([text])[0]
+        return self._embed_one(graph, text)
+
+    # One question at a time, on the chat's critical path --------------------------------------------------------
+    # SentenceTransformer.encode runs the transformer op by op from Python: each op takes the GIL back, so a busy
+    # event loop in the same process (hundreds of answers streaming) stretched one question's embedding from 9 ms
+    # to 50-150 ms. A TorchScript trace of the transformer runs the whole forward pass in C++ without the GIL. It
+    # is traced for a single unpadded sequence, which is exactly the query case, checked against the eager model
+    # before use, and not shared with the document path (batches with padding keep using `encode`).
+
+    _graph: Any = None
+    _graph_state = "untried"  # "untried" | "ready" | "unavailable"
+
+    def prepare_query_path(self) -> bool:
+        """Build the traced query path now (about 0.6 s) rather than on the first question; True when in use."""
+        return self._query_graph() is not None
+
+    def _query_graph(self) -> Any:
+        if self._graph_state == "untried":
+            with self._graph_lock:
+                if self._graph_state == "untried":
+                    self._graph, self._graph_state = self._trace_query_graph()
+        return self._graph
+
+    def _features(self, text: str) -> dict[str, Any]:
+        return dict(self._tokenizer([text], truncation=True, max_length=self.max_seq_length, return_tensors="pt"))
+
+    def _trace_query_graph(self) -> tuple[Any, str]:
+        import torch
+
+        try:
+            transformer = self._model[0].auto_model
+            probe = self._features("How long must staff wash their hands before patient contact?")
+            names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in probe]
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent branches: checked below
+                traced = torch.jit.trace(transformer, tuple(probe[name] for name in names), strict=False)
+            graph = (traced, names)
+            check = "A different question, of another length, to check the trace against the model: dosage?"
+            same = float(np.dot(self._embed_one(graph, check), self.embed_documents([check])[0]))
+        except Exception:  # noqa: BLE001 - any tracing problem leaves the eager path, which always works
+            return None, "unavailable"
+        return (graph, "ready") if same > 0.9999 else (None, "unavailable")
+
+    def _embed_one(self, graph: Any, text: str) -> Vectors:
+        import torch
+
+        traced, names = graph
+        features = self._features(text)
+        with torch.inference_mode():
+            output = traced(*(features[name] for name in names))
+            token_embeddings = output["last_hidden_state"] if isinstance(output, dict) else output[0]
+            features["token_embeddings"] = token_embeddings
+            for module in list(self._model)[1:]:  # pooling (and any dense layer) as the model defines them
+                features = module(features)
+            vector = features["sentence_embedding"][0].numpy()
+        return _normalise(vector[None, :])[0]
 
 
 class OpenAIEmbedder(_AsyncMixin):

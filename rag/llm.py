@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 import httpx2
 import openai
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncOpenAI
 
 # A chat message as the OpenAI API takes it: {"role": ..., "content": ...}.
 ChatMessage = dict[str, str]
@@ -144,6 +145,71 @@ class TokenCounter:
         return int(data["count"])
 
 
+class _UsageTally:
+    """Reads one decoded stream event: returns its text delta and keeps the usage and finish reason."""
+
+    __slots__ = ("completion_tokens", "finish_reason", "prompt_tokens", "_reported")
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
+        self._reported = False  # the server sent a usage block: trust it over our own count
+
+    def read(self, data: bytes) -> str | None:
+        if data == b"[DONE]":
+            return None
+        try:
+            event = json.loads(data)
+        except ValueError as exc:
+            raise LLMError("the language model server sent an unreadable event") from exc
+        if not isinstance(event, dict):
+            return None
+        if event.get("error"):
+            # vLLM and llama.cpp report a failure that happens mid-answer as an error event.
+            raise LLMError("the language model failed while answering")
+        found = event.get("usage")
+        if isinstance(found, dict):
+            self._reported = True
+            self.prompt_tokens = int(found.get("prompt_tokens") or self.prompt_tokens)
+            self.completion_tokens = int(found.get("completion_tokens") or self.completion_tokens)
+        choices = event.get("choices")
+        if not choices:
+            return None
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+        delta = choice.get("delta") or {}
+        text = delta.get("content")
+        if text and not self._reported:
+            self.completion_tokens += 1
+        return text or None
+
+
+async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The `data` of each server-sent event in a byte stream (multi-line data joined with newlines)."""
+    buffer = b""
+    data: list[bytes] = []
+    async for chunk in chunks:
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for raw in lines:
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            if not line:
+                if data:
+                    yield b"\n".join(data)
+                    data = []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+            # comments (":") and other fields (event, id, retry) carry nothing we use
+    if buffer.startswith(b"data:"):
+        value = buffer[5:]
+        data.append(value[1:] if value.startswith(b" ") else value)
+    if data:
+        yield b"\n".join(data)
+
+
 class LLMClient:
     """One per portal process: a pooled AsyncOpenAI client and the token counter of the same server."""
 
@@ -173,36 +239,30 @@ class LLMClient:
     async def stream_chat(
         self, messages: Sequence[ChatMessage], max_tokens: int | None = None, temperature: float = 0.1
     ) -> AsyncGenerator[str | StreamUsage, None]:
-        """Yield text deltas as they arrive, then one StreamUsage. Raises LLMTimeout or LLMError."""
-        completion_tokens = 0
-        finish_reason: str | None = None
-        prompt_tokens = 0
+        """Yield text deltas as they arrive, then one StreamUsage. Raises LLMTimeout or LLMError.
+
+        The SDK builds, authenticates and sends the request and maps HTTP errors; the event stream itself is read
+        as raw server-sent events and decoded with `json.loads`. Building the SDK's typed chunk objects costs about
+        100 microseconds a token, which at a few thousand tokens a second across hundreds of answers was most of
+        a portal process's CPU (measured with py-spy under bench/bench_chat_overhead.py).
+        """
+        usage = _UsageTally()
         try:
-            stream = await self._openai.chat.completions.create(
+            request = self._openai.chat.completions.with_streaming_response.create(
                 model=self.config.model,
                 messages=list(messages),  # type: ignore[arg-type]
                 max_tokens=max_tokens or self.config.max_tokens,
                 temperature=temperature,
                 stream=True,
             )
-            assert isinstance(stream, AsyncStream)
-            try:
-                async for chunk in stream:
-                    if chunk.usage is not None:
-                        prompt_tokens = chunk.usage.prompt_tokens or prompt_tokens
-                        completion_tokens = chunk.usage.completion_tokens or completion_tokens
-                    if not chunk.choices:
-                        continue
-                    choice = chunk.choices[0]
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
-                    delta = choice.delta.content if choice.delta else None
+            async with request as response:
+                async for data in _sse_data(response.iter_bytes()):
+                    delta = usage.read(data)
                     if delta:
-                        completion_tokens += 0 if chunk.usage else 1
                         yield delta
-            finally:
-                await stream.close()
         except openai.APITimeoutError as exc:
+            raise LLMTimeout("the language model did not answer in time") from exc
+        except httpx2.TimeoutException as exc:
             raise LLMTimeout("the language model did not answer in time") from exc
         except (openai.APIConnectionError, httpx2.TransportError) as exc:
             raise LLMError("the language model server cannot be reached") from exc
@@ -210,7 +270,7 @@ class LLMClient:
             raise LLMError(f"the language model server answered HTTP {exc.status_code}") from exc
         except openai.OpenAIError as exc:
             raise LLMError(f"the language model failed ({type(exc).__name__})") from exc
-        yield StreamUsage(prompt_tokens, completion_tokens, finish_reason)
+        yield StreamUsage(usage.prompt_tokens, usage.completion_tokens, usage.finish_reason)
 
     async def close(self) -> None:
         await self._openai.close()

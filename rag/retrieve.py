@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from rag.embed import Embedder, Reranker
+from rag.embed import Embedder, Reranker, Vectors
 from rag.fusion import FusionConfig, fuse
 from rag.sparse import Bm25Encoder
 from rag.store import VectorStore, require_access
@@ -36,12 +36,14 @@ class Retriever:
         self.rerank_candidates = rerank_candidates
 
     async def search_all_modes(
-        self, query: str, access: AccessFilter, limit: int | None = None
+        self, query: str, access: AccessFilter, limit: int | None = None, query_vector: Vectors | None = None
     ) -> dict[str, list[SearchHit]]:
-        """Dense, sparse and hybrid rankings from one store round trip (evaluation uses this)."""
+        """Dense, sparse and hybrid rankings from one store round trip (evaluation uses this).
+
+        `query_vector`: the query's embedding when the caller already has it (computed ahead of time)."""
         access = require_access(access)
         limit = limit or self.candidates
-        dense_vector = await self.embedder.aembed_query(query)
+        dense_vector = query_vector if query_vector is not None else await self.embedder.aembed_query(query)
         sparse_vector = self.sparse_encoder.encode_query(query)
         results = await self.store.search(access, limit, dense=dense_vector, sparse=sparse_vector)
         return {
@@ -51,7 +53,8 @@ class Retriever:
         }
 
     async def search(
-        self, query: str, access: AccessFilter, top_k: int = 10, mode: SearchMode = "hybrid"
+        self, query: str, access: AccessFilter, top_k: int = 10, mode: SearchMode = "hybrid",
+        query_vector: Vectors | None = None,
     ) -> list[SearchHit]:
         access = require_access(access)
         if mode not in _MODES:
@@ -61,13 +64,13 @@ class Retriever:
         # Fusion and reranking need a deep candidate list; a single mode without a reranker does not.
         limit = max(self.candidates, top_k) if mode == "hybrid" or self.reranker is not None else top_k
         if mode == "dense":
-            vector = await self.embedder.aembed_query(query)
+            vector = query_vector if query_vector is not None else await self.embedder.aembed_query(query)
             hits = (await self.store.search(access, limit, dense=vector)).dense
         elif mode == "sparse":
             sparse = self.sparse_encoder.encode_query(query)
             hits = (await self.store.search(access, limit, sparse=sparse)).sparse
         else:
-            hits = (await self.search_all_modes(query, access, limit))["hybrid"]
+            hits = (await self.search_all_modes(query, access, limit, query_vector))["hybrid"]
         if self.reranker is not None:
             hits = await self.rerank(query, hits, top_k)
         return hits[:top_k]

@@ -22,7 +22,7 @@ from portal.audit import AuditContext, append_audit
 from portal.chat.conversations import ChatNotFound, owned_conversation, owned_message, title_from_question
 from portal.chat.policy import RATE_WINDOW, ChatPolicy, chat_policy
 from portal.chat.shared_state import SharedState
-from portal.chat.turns import ChatEvent, DoneEvent, TurnInput, TurnRunner
+from portal.chat.turns import ChatEvent, DoneEvent, TokenEvent, TurnInput, TurnRunner
 from portal.chat.views import AnswerView, ReadableDocuments, stored_answer_view
 from portal.db.engine import transaction
 from portal.db.models import Citation, Conversation, Message
@@ -59,6 +59,20 @@ class AskResult:
     @property
     def stream_url(self) -> str:
         return f"/chat/stream/{self.answer_id}"
+
+
+def _coalesce_tokens(
+    first: TokenEvent, queue: asyncio.Queue[ChatEvent | None]
+) -> tuple[TokenEvent, list[ChatEvent | None]]:
+    """`first` joined with the token events queued behind it, and the event that ended the run of tokens, if one
+    was taken from the queue (None there is the end of the stream)."""
+    texts = [first.text]
+    while not queue.empty():
+        following = queue.get_nowait()
+        if not isinstance(following, TokenEvent):
+            return TokenEvent("".join(texts)), [following]
+        texts.append(following.text)
+    return TokenEvent("".join(texts)), []
 
 
 def _minute_start(now: datetime) -> datetime:
@@ -109,6 +123,7 @@ class ChatService:
             async with transaction(self.runtime.db) as session:
                 await append_audit(session, at=now, action="chat.question", context=context,
                                    object_type="ephemeral_turn", detail=audit_detail)
+            self.runner.embed_early(token, question)
             return AskResult(answer_id=token, conversation_id=None, ephemeral=True)
         async with transaction(self.runtime.db) as session:
             if conversation_id:
@@ -132,6 +147,7 @@ class ChatService:
             await session.flush()
             await append_audit(session, at=now, action="chat.question", context=context, object_type="conversation",
                                object_ids=[conversation.id, user_message.id, answer.id], detail=audit_detail)
+        self.runner.embed_early(answer.id, question)
         return AskResult(answer_id=answer.id, conversation_id=conversation.id)
 
     async def _check_rate(self, principal: Principal, policy: ChatPolicy) -> None:
@@ -157,15 +173,12 @@ class ChatService:
                 access = await retrieval_filter(session, principal, now)
             return TurnInput(answer_id=answer_id, principal=principal, question=str(record["question"]), history=[],
                              policy=policy, access=access, context=context, ephemeral=True)
-        async with transaction(self.runtime.db) as session:
+        # Everything the turn needs is read first; the write lock is then held for the one claiming UPDATE only.
+        async with self.runtime.db() as session:
             message, conversation = await owned_message(session, principal.user_id, answer_id)
             if message.role != "assistant":
                 raise ChatNotFound("That answer does not exist, or it is not yours.")
-            claimed = await session.execute(
-                update(Message).where(Message.id == message.id, Message.status == "pending").values(status="streaming")
-            )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                await session.refresh(message)
+            if message.status != "pending":
                 return await self._finished_view(session, principal, message)
             earlier = (
                 await session.execute(
@@ -178,6 +191,15 @@ class ChatService:
             access = await retrieval_filter(session, principal, now)
         if not earlier or earlier[0].role != "user":
             raise ChatNotFound("The question of this answer is missing.")
+        async with transaction(self.runtime.db) as session:
+            claimed = await session.execute(
+                update(Message).where(Message.id == message.id, Message.status == "pending").values(status="streaming")
+            )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            # Another window or process claimed it between our read and our update.
+            async with self.runtime.db() as session:
+                message, _conversation = await owned_message(session, principal.user_id, answer_id)
+                return await self._finished_view(session, principal, message)
         question = earlier[0].content
         history = [
             Turn(role="user" if m.role == "user" else "assistant", content=m.content)
@@ -221,7 +243,16 @@ class ChatService:
         task.add_done_callback(self._tasks.discard)
         try:
             while (event := await queue.get()) is not None:
+                after: list[ChatEvent | None] = []
+                if isinstance(event, TokenEvent) and not queue.empty():
+                    # The reader fell behind (a busy process, a slow network): send what is waiting as one event
+                    # rather than one write per token. Nothing is held back to wait for more.
+                    event, after = _coalesce_tokens(event, queue)
                 yield event
+                if after:
+                    if after[0] is None:
+                        break
+                    yield after[0]
         finally:
             stop.set()  # a no-op when the answer finished; otherwise the reader left: keep what arrived
 

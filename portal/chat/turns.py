@@ -25,6 +25,7 @@ from portal.logging import get_logger
 from portal.metrics import LLM_TOKENS, RETRIEVAL_LATENCY, TIME_TO_FIRST_TOKEN, TOKENS_PER_SECOND
 from portal.principal import Principal
 from portal.runtime import Runtime
+from rag.embed import Embedder, Vectors
 from rag.llm import LLMClient, LLMError, LLMTimeout, StreamUsage
 from rag.prompt import PromptPlan, PromptTooLong, Turn, build_prompt, cited_numbers
 from rag.retrieve import Retriever
@@ -101,11 +102,64 @@ def _sources(passages: list[SearchHit], cited: set[int]) -> list[SourceView]:
     ]
 
 
+class EarlyQueryVectors:
+    """Question embeddings started when the question is saved, taken by the answer's stream moments later.
+
+    Only a head start for the process that saved the question: the stream may be served by another process,
+    which then embeds the question itself, so nothing depends on what is here. Unclaimed entries are dropped after
+    a minute, and at most `limit` are kept.
+    """
+
+    def __init__(self, limit: int = 256, max_age_s: float = 60.0) -> None:
+        self._limit, self._max_age_s = limit, max_age_s
+        self._pending: dict[str, tuple[float, str, asyncio.Task[Vectors]]] = {}
+
+    def start(self, answer_id: str, question: str, embedder: Embedder) -> None:
+        now = time.monotonic()
+        for key in [k for k, (at, _q, _t) in self._pending.items() if now - at > self._max_age_s]:
+            self._drop(key)
+        while len(self._pending) >= self._limit:
+            self._drop(next(iter(self._pending)))
+        task = asyncio.create_task(embedder.aembed_query(question), name=f"chat-embed-{answer_id}")
+        task.add_done_callback(_consume_exception)
+        self._pending[answer_id] = (now, question, task)
+
+    async def take(self, answer_id: str, question: str) -> Vectors | None:
+        """The early embedding of this answer's question, or None (not started here, or it failed)."""
+        entry = self._pending.pop(answer_id, None)
+        if entry is None or entry[1] != question:
+            return None
+        try:
+            return await entry[2]
+        except Exception:  # noqa: BLE001 - the retriever embeds the question itself and reports any failure
+            return None
+
+    def clear(self) -> None:
+        for key in list(self._pending):
+            self._drop(key)
+
+    def _drop(self, answer_id: str) -> None:
+        _at, _question, task = self._pending.pop(answer_id)
+        task.cancel()
+
+
+def _consume_exception(task: asyncio.Task[Vectors]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved here so an unclaimed failure is not reported as never retrieved
+
+
 class TurnRunner:
     def __init__(self, runtime: Runtime, llm: LLMClient, state: SharedState) -> None:
         self.runtime, self.llm, self.state = runtime, llm, state
         self._stops: dict[str, asyncio.Event] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._early_vectors = EarlyQueryVectors()
+
+    def embed_early(self, answer_id: str, question: str) -> None:
+        """Start embedding a question as soon as it is saved, while the page opens the answer's stream."""
+        embedder = self.runtime.embedder
+        if embedder is not None:
+            self._early_vectors.start(answer_id, question, embedder)
 
     def local_stop(self, answer_id: str) -> asyncio.Event:
         event = self._stops.setdefault(answer_id, asyncio.Event())
@@ -114,6 +168,7 @@ class TurnRunner:
         return event
 
     async def close(self) -> None:
+        self._early_vectors.clear()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(BaseException):
@@ -160,7 +215,10 @@ class TurnRunner:
         if runtime.store is None:
             raise ConnectionError("vector store not open")
         embedder = await runtime.wait_for_embedder(timeout=EMBEDDER_WAIT_S)
-        hits = await Retriever(embedder, runtime.store).search(turn.question, turn.access, top_k=runtime.settings.chat_top_k)
+        vector = await self._early_vectors.take(turn.answer_id, turn.question)
+        hits = await Retriever(embedder, runtime.store).search(
+            turn.question, turn.access, top_k=runtime.settings.chat_top_k, query_vector=vector
+        )
         if not hits:
             return hits
         # A document being replaced has two versions in the store for a moment: only the current one counts.
@@ -174,6 +232,9 @@ class TurnRunner:
     async def _generate(self, turn: TurnInput, stop: asyncio.Event, outcome: TurnOutcome) -> AsyncGenerator[str, None]:
         settings = self.runtime.settings
         started = time.monotonic()
+        # Count the question's tokens (a round trip to the model server) while the passages are searched: the
+        # prompt budget then finds the count cached.
+        counting = asyncio.create_task(self.llm.tokens.count_many([turn.question, *(t.content for t in turn.history)]))
         try:
             outcome.hits = await self._retrieve(turn)
             RETRIEVAL_LATENCY.observe(time.monotonic() - started)
@@ -181,6 +242,9 @@ class TurnRunner:
             log.warning("chat_retrieval_failed", error=type(exc).__name__)
             outcome.status, outcome.error = "failed", STORE_DOWN
             return
+        finally:
+            with contextlib.suppress(Exception):
+                await counting  # it falls back to estimates by itself; done by now in all but odd cases
         if not outcome.hits and not turn.policy.allow_general_answers:
             outcome.content = NO_PASSAGES
             return

@@ -123,3 +123,19 @@ def test_openai_backend_refuses_an_unreachable_endpoint() -> None:
         load_embedder(
             EmbedderConfig(backend="openai", base_url=f"http://127.0.0.1:{_free_port()}/v1", model_name="x")
         )
+
+
+def test_the_traced_query_path_gives_the_models_own_embedding() -> None:
+    """The query path (a TorchScript trace, run without the GIL) must agree with SentenceTransformer.encode for
+    questions of any length, including ones longer than the model's window."""
+    from rag.embed import EmbedderConfig, SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(EmbedderConfig())
+    assert embedder.prepare_query_path() is True
+    for question in ("dose?", "How long must staff wash their hands before patient contact?",
+                     "Ünïcödé question with emoji 😀 " * 5, "word " * 400):
+        traced = embedder.embed_query(question)
+        eager = embedder.embed_documents([question])[0]
+        assert traced.shape == eager.shape == (embedder.dim,)
+        assert float(np.dot(traced, eager)) > 0.9999
+        assert abs(float(np.linalg.norm(traced)) - 1.0) < 1e-5
