@@ -27,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.chat_bench_support import Deployment, ask, new_marker, percentile  # noqa: E402
 
 
-async def first_token(client: httpx.AsyncClient, keep_reading: bool) -> tuple[float, str, bool]:
+async def first_token(
+    client: httpx.AsyncClient, keep_reading: bool, on_first: asyncio.Event | None = None
+) -> tuple[float, str, bool]:
     """Ask, open the stream; return (seconds from POST to first token event, marker, stream ended cleanly)."""
     marker = new_marker()
     started = time.perf_counter()
@@ -40,6 +42,8 @@ async def first_token(client: httpx.AsyncClient, keep_reading: bool) -> tuple[fl
             seen = tail + chunk
             if not first_at and b"event: token" in seen:
                 first_at = time.perf_counter()
+                if on_first is not None:
+                    on_first.set()
                 if not keep_reading:
                     break
             ended = ended or b"event: done" in seen  # the done event carries the whole answer: look as it passes
@@ -47,12 +51,14 @@ async def first_token(client: httpx.AsyncClient, keep_reading: bool) -> tuple[fl
     return first_at - started, marker, ended
 
 
-async def background_stream(client: httpx.AsyncClient, results: dict[str, int]) -> None:
+async def background_stream(client: httpx.AsyncClient, results: dict[str, int], started: asyncio.Event) -> None:
     try:
-        _, _, ended = await first_token(client, keep_reading=True)
+        _, _, ended = await first_token(client, keep_reading=True, on_first=started)
         results["ok" if ended else "cut"] += 1
     except Exception:  # noqa: BLE001 - counted, reported
         results["error"] += 1
+    finally:
+        started.set()  # a stream that failed before its first token must not hold up the measuring
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -76,8 +82,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         single_overhead = [e * 1000 - ttft.get(m, 0.0) for e, m in single]
 
         results = {"ok": 0, "cut": 0, "error": 0}
-        background = [asyncio.create_task(background_stream(client, results)) for _ in range(args.streams)]
-        await asyncio.sleep(args.ramp_s)  # let every background answer start streaming
+        started = [asyncio.Event() for _ in range(args.streams)]
+        ramp_began = time.perf_counter()
+        background = [asyncio.create_task(background_stream(client, results, event)) for event in started]
+        # The measuring starts once every background answer is streaming (their 200 questions are a burst that
+        # is not part of what is measured), plus a moment for the process to settle.
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in started)), timeout=args.ramp_timeout_s)
+        ramp_s = time.perf_counter() - ramp_began
+        await asyncio.sleep(args.settle_s)
         measured: list[tuple[float, str]] = []
         failures = 0
 
@@ -116,6 +128,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             },
             "under_load": {
                 "background_streams": args.streams,
+                "seconds_until_all_background_streams_had_a_token": round(ramp_s, 1),
                 "background_streams_still_streaming_at_end_of_phase": streaming_during,
                 "new_questions_per_s": args.rate,
                 "questions": len(loaded_overhead),
@@ -139,7 +152,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200, help="answers streaming in the background")
     parser.add_argument("--rate", type=float, default=5.0, help="new questions per second under load")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of new questions under load")
-    parser.add_argument("--ramp-s", type=float, default=8.0, help="seconds to let the background streams start")
+    parser.add_argument("--ramp-timeout-s", type=float, default=120.0, help="longest wait for every background stream")
+    parser.add_argument("--settle-s", type=float, default=2.0, help="pause after the last background stream starts")
     parser.add_argument("--tokens", type=int, default=900, help="tokens per instrument answer")
     parser.add_argument("--interval-ms", type=float, default=50.0, help="instrument gap between tokens")
     print(json.dumps(asyncio.run(run(parser.parse_args())), indent=2))

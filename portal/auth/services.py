@@ -45,9 +45,9 @@ def build_auth_services(runtime: Runtime) -> AuthServices:
     sessions: SessionStore
     login_state: KeyValueStore
     if settings.redis_url:
-        import redis.asyncio as aioredis
+        from portal.redis_client import redis_client
 
-        redis = aioredis.from_url(settings.redis_url)
+        redis = redis_client(settings.redis_url)
         sessions = RedisSessionStore(redis, absolute)
         login_state = RedisKeyValueStore(redis)
     else:

@@ -107,9 +107,9 @@ class DatabaseState:
 
 class RedisState:
     def __init__(self, url: str) -> None:
-        import redis.asyncio as redis
+        from portal.redis_client import redis_client
 
-        self._redis = redis.from_url(url)
+        self._redis = redis_client(url)
 
     async def count_in_window(self, key: str, window_start: datetime, window: timedelta) -> int:
         bucket = f"enclave:rate:{key}:{int(window_start.timestamp())}"
