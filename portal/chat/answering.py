@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.access import retrieval_filter
 from portal.audit import AuditContext, append_audit
 from portal.chat.conversations import ChatNotFound, owned_conversation, owned_message, title_from_question
 from portal.chat.policy import RATE_WINDOW, ChatPolicy, chat_policy
-from portal.chat.shared_state import SharedState
+from portal.chat.shared_state import DatabaseState, SharedState
 from portal.chat.turns import ChatEvent, DoneEvent, TokenEvent, TurnInput, TurnRunner
 from portal.chat.views import AnswerView, ReadableDocuments, stored_answer_view
 from portal.db.engine import transaction
@@ -110,7 +111,11 @@ class ChatService:
         if len(question) > MAX_QUESTION_CHARS:
             raise QuestionRejected(f"Please keep a question under {MAX_QUESTION_CHARS} characters.")
         policy = await self.policy_for(principal)
-        await self._check_rate(principal, policy)
+        # A database-held counter is counted inside the question's own unit of work (one write lock, not two); an
+        # over-the-limit question then rolls back its own count, which is not a question asked.
+        rate_in_transaction = isinstance(self.state, DatabaseState)
+        if not rate_in_transaction:
+            await self._check_rate(principal, policy)
         now = self.now
         settings = self.runtime.settings
         audit_detail: dict[str, object] = {"question_chars": len(question), "zero_retention": policy.zero_retention}
@@ -119,13 +124,18 @@ class ChatService:
         if policy.zero_retention:
             token = EPHEMERAL_PREFIX + secrets.token_urlsafe(24)
             record = json.dumps({"user_id": principal.user_id, "question": question}).encode()
-            await self.state.put(f"chat:turn:{token}", record, EPHEMERAL_TTL)
             async with transaction(self.runtime.db) as session:
+                if rate_in_transaction:
+                    await self._check_rate(principal, policy, session)
                 await append_audit(session, at=now, action="chat.question", context=context,
                                    object_type="ephemeral_turn", detail=audit_detail)
+            # After the unit of work: a database-held store writes in its own transaction.
+            await self.state.put(f"chat:turn:{token}", record, EPHEMERAL_TTL)
             self.runner.embed_early(token, question)
             return AskResult(answer_id=token, conversation_id=None, ephemeral=True)
         async with transaction(self.runtime.db) as session:
+            if rate_in_transaction:
+                await self._check_rate(principal, policy, session)
             if conversation_id:
                 conversation = await owned_conversation(session, principal.user_id, conversation_id)
             else:
@@ -150,10 +160,10 @@ class ChatService:
         self.runner.embed_early(answer.id, question)
         return AskResult(answer_id=answer.id, conversation_id=conversation.id)
 
-    async def _check_rate(self, principal: Principal, policy: ChatPolicy) -> None:
+    async def _check_rate(self, principal: Principal, policy: ChatPolicy, session: AsyncSession | None = None) -> None:
         now = self.now
         window_start = _minute_start(now)
-        count = await self.state.count_in_window(f"chat:{principal.user_id}", window_start, RATE_WINDOW)
+        count = await self.state.count_in_window(f"chat:{principal.user_id}", window_start, RATE_WINDOW, session)
         if count > policy.questions_per_minute:
             retry_after = max(1, int((window_start + RATE_WINDOW - now).total_seconds()) + 1)
             raise RateLimited(policy.questions_per_minute, retry_after)

@@ -19,8 +19,13 @@ from portal.db.models import KeyValue, RateCounter
 
 
 class SharedState(Protocol):
-    async def count_in_window(self, key: str, window_start: datetime, window: timedelta) -> int:
-        """Add one to the counter of `key` for the window starting at `window_start`; return the new count."""
+    async def count_in_window(
+        self, key: str, window_start: datetime, window: timedelta, session: AsyncSession | None = None
+    ) -> int:
+        """Add one to the counter of `key` for the window starting at `window_start`; return the new count.
+
+        `session`: a unit of work already open on the database, which a database-held counter joins (one write
+        transaction instead of two); other stores ignore it."""
         ...
 
     async def put(self, key: str, value: bytes, ttl: timedelta) -> None: ...
@@ -42,20 +47,27 @@ class DatabaseState:
         self._db = db
         self._clock = clock
 
-    async def count_in_window(self, key: str, window_start: datetime, window: timedelta) -> int:
-        async with transaction(self._db) as session:
-            dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-            insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            statement = insert(RateCounter).values(key=key, window_start=window_start, count=1)
-            statement = statement.on_conflict_do_update(
-                index_elements=["key", "window_start"], set_={"count": RateCounter.count + 1}
-            ).returning(RateCounter.count)
-            count = int((await session.execute(statement)).scalar_one())
-            # Old windows are useless; dropping them here keeps the table at one row per active person.
-            await session.execute(
-                delete(RateCounter).where(RateCounter.key == key, RateCounter.window_start < window_start - window)
-            )
-            return count
+    async def count_in_window(
+        self, key: str, window_start: datetime, window: timedelta, session: AsyncSession | None = None
+    ) -> int:
+        if session is not None:
+            return await self._count(session, key, window_start, window)
+        async with transaction(self._db) as own:
+            return await self._count(own, key, window_start, window)
+
+    async def _count(self, session: AsyncSession, key: str, window_start: datetime, window: timedelta) -> int:
+        dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(RateCounter).values(key=key, window_start=window_start, count=1)
+        statement = statement.on_conflict_do_update(
+            index_elements=["key", "window_start"], set_={"count": RateCounter.count + 1}
+        ).returning(RateCounter.count)
+        count = int((await session.execute(statement)).scalar_one())
+        # Old windows are useless; dropping them here keeps the table at one row per active person.
+        await session.execute(
+            delete(RateCounter).where(RateCounter.key == key, RateCounter.window_start < window_start - window)
+        )
+        return count
 
     async def put(self, key: str, value: bytes, ttl: timedelta) -> None:
         async with transaction(self._db) as session:
@@ -111,7 +123,9 @@ class RedisState:
 
         self._redis = redis_client(url)
 
-    async def count_in_window(self, key: str, window_start: datetime, window: timedelta) -> int:
+    async def count_in_window(
+        self, key: str, window_start: datetime, window: timedelta, session: AsyncSession | None = None
+    ) -> int:
         bucket = f"enclave:rate:{key}:{int(window_start.timestamp())}"
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(bucket)

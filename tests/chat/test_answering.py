@@ -233,9 +233,22 @@ async def test_rate_limit_per_role(make_chat_env: Callable[..., Any]) -> None:
     nurse = await add_person(env.runtime, {"nurse"})
     for _ in range(2):
         await env.chat.ask(teacher, "a question", None, CTX)
+
+    async def saved() -> tuple[int, int, int]:
+        async with env.runtime.db() as session:
+            return (
+                (await session.execute(select(func.count()).select_from(Conversation))).scalar_one(),
+                (await session.execute(select(func.count()).select_from(Message))).scalar_one(),
+                (await session.execute(select(func.count()).select_from(AuditEvent))).scalar_one(),
+            )
+
+    before = await saved()
     with pytest.raises(RateLimited) as refused:
         await env.chat.ask(teacher, "one too many", None, CTX)
     assert refused.value.retry_after_s >= 1 and "limit for your role" in str(refused.value)
+    assert await saved() == before  # the refused question left no conversation, message or audit record
+    with pytest.raises(RateLimited):  # and it stays refused: rolling back its own count does not reopen the window
+        await env.chat.ask(teacher, "still too many", None, CTX)
     for _ in range(3):
         await env.chat.ask(nurse, "a question", None, CTX)
     with pytest.raises(RateLimited):
