@@ -53,14 +53,19 @@ class _UserFacts:
 
 
 async def _user_facts(session: AsyncSession, user_id: str) -> _UserFacts:
-    # Plain column queries, not ORM objects: this runs on every signed-in request.
-    row = (await session.execute(select(User.display_name, User.email, User.status).where(User.id == user_id))).first()
-    roles = frozenset(
-        (await session.execute(select(RoleAssignment.role).where(RoleAssignment.user_id == user_id))).scalars()
-    )
-    if row is None:
+    # One plain-column query (a row per role), not ORM objects: this runs on every signed-in request.
+    rows = (
+        await session.execute(
+            select(User.display_name, User.email, User.status, RoleAssignment.role)
+            .outerjoin(RoleAssignment, RoleAssignment.user_id == User.id)
+            .where(User.id == user_id)
+        )
+    ).all()
+    if not rows:
         return _UserFacts(False, "", None, frozenset())
-    return _UserFacts(row.status == "active", row.display_name, row.email, roles)
+    first = rows[0]
+    roles = frozenset(row.role for row in rows if row.role is not None)
+    return _UserFacts(first.status == "active", first.display_name, first.email, roles)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.db.models import RetentionPolicy
-from portal.governance.retention import conversation_retention_days
+from portal.governance.retention import decide_retention
 from portal.principal import Principal
 from portal.settings import Settings
 
@@ -35,21 +35,21 @@ def _most_generous(per_role: dict[str, int], roles: frozenset[str], default: int
 
 async def chat_policy(session: AsyncSession, settings: Settings, principal: Principal) -> ChatPolicy:
     roles = principal.roles
-    general = bool(roles & set(settings.chat_general_answer_roles))
-    if not general and roles:
-        row = await session.execute(
-            select(RetentionPolicy.id)
-            .where(RetentionPolicy.role.in_(sorted(roles)), RetentionPolicy.allow_general_answers.is_(True))
-            .limit(1)
-        )
-        general = row.first() is not None
+    # One query for the role policies: they decide both general answers and retention.
+    policies = (
+        {p.role: p for p in (await session.execute(select(RetentionPolicy).where(RetentionPolicy.role.in_(sorted(roles)))))
+         .scalars()}
+        if roles
+        else {}
+    )
+    general = bool(roles & set(settings.chat_general_answer_roles)) or any(
+        p.allow_general_answers for p in policies.values()
+    )
     return ChatPolicy(
         questions_per_minute=_most_generous(
             settings.chat_role_questions_per_minute, roles, settings.chat_questions_per_minute
         ),
         max_answer_tokens=_most_generous(settings.chat_role_max_answer_tokens, roles, settings.llm_max_tokens),
         allow_general_answers=general,
-        retention_days=await conversation_retention_days(
-            session, roles, default_days=settings.default_retention_days
-        ),
+        retention_days=decide_retention(policies, sorted(roles), settings.default_retention_days).days,
     )

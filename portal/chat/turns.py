@@ -330,9 +330,8 @@ class TurnRunner:
                 object_ids=[] if turn.ephemeral else [turn.answer_id],
                 outcome="allowed", model=outcome.model, detail=detail,
             )
-        if outcome.status == "incomplete" or outcome.error:
-            with contextlib.suppress(Exception):
-                await self.state.delete(f"chat:stop:{turn.answer_id}")
+        # A Stop request's key is left to expire (30 minutes): Retry clears it before the answer runs again, and
+        # deleting it here cost every stopped or abandoned answer one more write transaction.
         notice = outcome.error or (
             "This answer was stopped before it finished; what arrived is kept." if outcome.status == "incomplete" else None
         )
