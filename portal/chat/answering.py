@@ -23,7 +23,7 @@ from portal.audit import AuditContext, append_audit
 from portal.chat.conversations import ChatNotFound, owned_conversation, owned_message, title_from_question
 from portal.chat.policy import RATE_WINDOW, ChatPolicy, chat_policy
 from portal.chat.shared_state import DatabaseState, SharedState
-from portal.chat.turns import ChatEvent, DoneEvent, TokenEvent, TurnInput, TurnRunner
+from portal.chat.turns import INTERRUPTED, ChatEvent, DoneEvent, TokenEvent, TurnInput, TurnRunner, live_key
 from portal.chat.views import AnswerView, ReadableDocuments, stored_answer_view
 from portal.db.engine import transaction
 from portal.db.models import Citation, Conversation, Message
@@ -188,8 +188,12 @@ class ChatService:
             message, conversation = await owned_message(session, principal.user_id, answer_id)
             if message.role != "assistant":
                 raise ChatNotFound("That answer does not exist, or it is not yours.")
-            if message.status != "pending":
+            if message.status == "streaming" and await self.state.get(live_key(message.id)) is None:
+                interrupted = True
+            elif message.status != "pending":
                 return await self._finished_view(session, principal, message)
+            else:
+                interrupted = False
             earlier = (
                 await session.execute(
                     select(Message)
@@ -199,6 +203,8 @@ class ChatService:
                 )
             ).scalars().all()
             access = await retrieval_filter(session, principal, now)
+        if interrupted:
+            return await self._mark_interrupted(principal, message.id, context)
         if not earlier or earlier[0].role != "user":
             raise ChatNotFound("The question of this answer is missing.")
         async with transaction(self.runtime.db) as session:
@@ -210,6 +216,8 @@ class ChatService:
             async with self.runtime.db() as session:
                 message, _conversation = await owned_message(session, principal.user_id, answer_id)
                 return await self._finished_view(session, principal, message)
+        # The first heartbeat, off the critical path (the runner's watcher renews it every few seconds).
+        self._track(asyncio.create_task(self.runner.beat([answer_id]), name=f"chat-beat-{answer_id}"))
         question = earlier[0].content
         history = [
             Turn(role="user" if m.role == "user" else "assistant", content=m.content)
@@ -218,6 +226,26 @@ class ChatService:
         ]
         return TurnInput(answer_id=answer_id, principal=principal, question=question, history=history, policy=policy,
                          access=access, context=context, ephemeral=False, conversation_id=conversation.id)
+
+    async def _mark_interrupted(self, principal: Principal, answer_id: str, context: AuditContext) -> AnswerView:
+        """An answer left `streaming` by a process that stopped: end it as failed (retryable), once."""
+        now = self.now
+        async with transaction(self.runtime.db) as session:
+            ended = await session.execute(
+                update(Message)
+                .where(Message.id == answer_id, Message.status == "streaming")
+                .values(status="failed", error=INTERRUPTED, finished_at=now)
+            )
+            if ended.rowcount == 1:  # type: ignore[attr-defined]
+                await append_audit(session, at=now, action="chat.answer_interrupted", context=context,
+                                   object_type="message", object_ids=[answer_id], outcome="allowed")
+        async with self.runtime.db() as session:
+            message, _conversation = await owned_message(session, principal.user_id, answer_id)
+            return await self._finished_view(session, principal, message)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _finished_view(self, session: object, principal: Principal, message: Message) -> AnswerView:
         from sqlalchemy.ext.asyncio import AsyncSession
@@ -248,9 +276,7 @@ class ChatService:
             finally:
                 queue.put_nowait(None)
 
-        task = asyncio.create_task(produce(), name=f"chat-answer-{answer_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(asyncio.create_task(produce(), name=f"chat-answer-{answer_id}"))
         try:
             while (event := await queue.get()) is not None:
                 after: list[ChatEvent | None] = []

@@ -29,6 +29,10 @@ class SharedState(Protocol):
         ...
 
     async def put(self, key: str, value: bytes, ttl: timedelta) -> None: ...
+    async def put_many(self, keys: list[str], value: bytes, ttl: timedelta) -> None:
+        """`put` for many keys in one round trip (the heartbeat of every answer a process is streaming)."""
+        ...
+
     async def get(self, key: str) -> bytes | None: ...
     async def take(self, key: str) -> bytes | None:
         """Read and delete in one step (only one process gets a zero-retention turn)."""
@@ -77,6 +81,18 @@ class DatabaseState:
                 session.add(KeyValue(key=key, value=value, expires_at=expires))
             else:
                 row.value, row.expires_at = value, expires
+
+    async def put_many(self, keys: list[str], value: bytes, ttl: timedelta) -> None:
+        if not keys:
+            return
+        async with transaction(self._db) as session:
+            dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+            insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            expires = self._clock.now() + ttl
+            statement = insert(KeyValue).values([{"key": key, "value": value, "expires_at": expires} for key in keys])
+            await session.execute(statement.on_conflict_do_update(
+                index_elements=["key"], set_={"value": statement.excluded.value, "expires_at": statement.excluded.expires_at}
+            ))
 
     async def get(self, key: str) -> bytes | None:
         async with self._db() as session:
@@ -135,6 +151,14 @@ class RedisState:
 
     async def put(self, key: str, value: bytes, ttl: timedelta) -> None:
         await self._redis.set(f"enclave:{key}", value, px=max(1, int(ttl.total_seconds() * 1000)))
+
+    async def put_many(self, keys: list[str], value: bytes, ttl: timedelta) -> None:
+        if not keys:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.set(f"enclave:{key}", value, px=max(1, int(ttl.total_seconds() * 1000)))
+            await pipe.execute()
 
     async def get(self, key: str) -> bytes | None:
         value = await self._redis.get(f"enclave:{key}")

@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -50,6 +51,17 @@ LLM_SLOW = (
     "The passages found for your question are listed below; use Retry to ask the model again."
 )
 EMBEDDER_WAIT_S = 30.0
+LIVE_MIN_TTL_S = 10.0
+INTERRUPTED = (
+    "The portal stopped while writing this answer (a restart or a fault), so it was not finished. "
+    "Your question is saved: use Retry to ask again."
+)
+
+
+def live_key(answer_id: str) -> str:
+    """Shared-state key that exists while some process is writing this answer; a process that dies stops renewing
+    it, and the next look at the answer marks it interrupted instead of 'still being written' forever."""
+    return f"chat:live:{answer_id}"
 
 
 @dataclass(frozen=True)
@@ -188,6 +200,18 @@ class TurnRunner:
             for answer_id in waiting:
                 if f"chat:stop:{answer_id}" in requested and answer_id in self._stops:
                     self._stops[answer_id].set()
+            await self.beat(list(self._stops))
+
+    async def beat(self, answer_ids: list[str]) -> None:
+        """Tell every process these answers are being written here (see `live_key`): a missed beat is retried."""
+        try:
+            await self.state.put_many([live_key(a) for a in answer_ids], b"1", self.live_ttl)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("chat_heartbeat_failed", error=type(exc).__name__)
+
+    @property
+    def live_ttl(self) -> timedelta:
+        return timedelta(seconds=max(LIVE_MIN_TTL_S, 5 * self.runtime.settings.chat_stream_sync_s))
 
     def signal_stop_here(self, answer_id: str) -> None:
         if answer_id in self._stops:

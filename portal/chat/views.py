@@ -137,7 +137,9 @@ async def stored_answer_view(
         feedback_comment=feedback.comment if feedback else "",
         retryable=message.status == "failed",
     )
-    if message.status == "pending":
+    if message.status in ("pending", "streaming"):
+        # A streaming answer's page asks the stream too: it answers "still being written elsewhere", or, when the
+        # process writing it has stopped, ends it as interrupted (retryable).
         view.stream_url = f"/chat/stream/{message.id}"
     return view
 

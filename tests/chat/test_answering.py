@@ -5,15 +5,26 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from portal.audit import AuditContext
 from portal.chat.answering import RateLimited
 from portal.chat.conversations import citations_by_message
-from portal.chat.turns import LLM_DOWN, LLM_SLOW, NO_PASSAGES, STORE_DOWN, DoneEvent, SourcesEvent, TokenEvent
+from portal.chat.turns import (
+    INTERRUPTED,
+    LLM_DOWN,
+    LLM_SLOW,
+    NO_PASSAGES,
+    STORE_DOWN,
+    DoneEvent,
+    SourcesEvent,
+    TokenEvent,
+    live_key,
+)
 from portal.chat.views import ReadableDocuments, stored_answer_view
 from portal.db.engine import transaction
 from portal.db.models import AuditEvent, CollectionAccess, Conversation, KeyValue, Message, RetentionPolicy
@@ -313,3 +324,66 @@ async def test_render_time_recheck_drops_a_citation_the_person_can_no_longer_rea
         view = await stored_answer_view(session, readable, message, citations)
     assert view.sources == [] and view.withheld_sources == len(citations)
     assert "/chat/passages/" not in str(view.html)
+
+
+async def _audit_count(env: Any, action: str) -> int:
+    async with env.runtime.db() as session:
+        return int((await session.execute(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == action))).scalar_one())
+
+
+async def test_an_answer_left_streaming_by_a_stopped_process_ends_as_interrupted(
+    make_chat_env: Callable[..., Any],
+) -> None:
+    env = await make_chat_env(llm_base_url=f"http://127.0.0.1:{free_port()}/v1")  # the model plays no part
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    # Another process claimed the answer, then died: `streaming`, and nobody renews its heartbeat.
+    async with transaction(env.runtime.db) as session:
+        await session.execute(update(Message).where(Message.id == asked.answer_id).values(status="streaming"))
+
+    for _look in range(2):  # the page, then a reload: interrupted once, reported the same both times
+        done = (await collect(env.chat.stream(nurse, asked.answer_id, CTX)))[-1].answer
+        assert done.status == "failed" and done.notice == INTERRUPTED and done.retryable
+    async with env.runtime.db() as session:
+        stored = await session.get(Message, asked.answer_id)
+        assert stored is not None and stored.status == "failed" and stored.finished_at is not None
+    assert await _audit_count(env, "chat.answer_interrupted") == 1
+
+    await env.chat.retry(nurse, asked.answer_id, CTX)  # Retry works as for any failed answer
+    async with env.runtime.db() as session:
+        stored = await session.get(Message, asked.answer_id)
+        assert stored is not None and stored.status == "pending"
+
+
+async def test_an_answer_being_written_by_a_live_process_is_left_alone(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env(llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    async with transaction(env.runtime.db) as session:
+        await session.execute(update(Message).where(Message.id == asked.answer_id).values(status="streaming"))
+    await env.chat.state.put(live_key(asked.answer_id), b"1", timedelta(seconds=30))  # its heartbeat
+
+    done = (await collect(env.chat.stream(nurse, asked.answer_id, CTX)))[-1].answer
+    assert done.status == "streaming" and done.notice and "still being written" in done.notice
+    async with env.runtime.db() as session:
+        stored = await session.get(Message, asked.answer_id)
+        assert stored is not None and stored.status == "streaming"
+    assert await _audit_count(env, "chat.answer_interrupted") == 0
+
+
+async def test_a_streaming_answer_announces_its_heartbeat(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env(chat_stream_sync_s=0.2)
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    assert await env.chat.state.get(live_key(asked.answer_id)) is None  # asked, not yet being written
+    stream = env.chat.stream(nurse, asked.answer_id, CTX)
+    try:
+        assert isinstance(await anext(stream), TokenEvent)
+        await asyncio.sleep(0.3)
+        assert await env.chat.state.get(live_key(asked.answer_id)) == b"1"
+    finally:
+        await stream.aclose()

@@ -94,3 +94,13 @@ async def test_redis_burst_larger_than_the_pool_waits_instead_of_failing() -> No
         assert results == [b"x"] * (MAX_CONNECTIONS * 2)
     finally:
         await client.aclose()
+
+
+async def test_put_many_sets_and_renews_every_key(state: SharedState) -> None:
+    first, second = _key(), _key()
+    await state.put_many([first, second], b"1", timedelta(milliseconds=300))
+    assert await state.present([first, second]) == {first, second}
+    await state.put_many([first], b"1", timedelta(minutes=1))  # renewed: outlives the first lease
+    await state.put_many([], b"1", timedelta(minutes=1))  # nothing to do, no error
+    await asyncio.sleep(0.6)
+    assert await state.present([first, second]) == {first}
