@@ -207,17 +207,22 @@ class ChatService:
             return await self._mark_interrupted(principal, message.id, context)
         if not earlier or earlier[0].role != "user":
             raise ChatNotFound("The question of this answer is missing.")
+        beat_in_transaction = isinstance(self.state, DatabaseState)
         async with transaction(self.runtime.db) as session:
             claimed = await session.execute(
                 update(Message).where(Message.id == message.id, Message.status == "pending").values(status="streaming")
             )
+            if beat_in_transaction and claimed.rowcount == 1:  # type: ignore[attr-defined]
+                # The first heartbeat in the same unit of work: claimed and live are seen together.
+                await self.state.put_many([live_key(answer_id)], b"1", self.runner.live_ttl, session)
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             # Another window or process claimed it between our read and our update.
             async with self.runtime.db() as session:
                 message, _conversation = await owned_message(session, principal.user_id, answer_id)
                 return await self._finished_view(session, principal, message)
-        # The first heartbeat, off the critical path (the runner's watcher renews it every few seconds).
-        self._track(asyncio.create_task(self.runner.beat([answer_id]), name=f"chat-beat-{answer_id}"))
+        if not beat_in_transaction:
+            # The first heartbeat, off the critical path (the runner's watcher renews it every few seconds).
+            self._track(asyncio.create_task(self.runner.beat([answer_id]), name=f"chat-beat-{answer_id}"))
         question = earlier[0].content
         history = [
             Turn(role="user" if m.role == "user" else "assistant", content=m.content)

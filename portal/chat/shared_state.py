@@ -29,8 +29,11 @@ class SharedState(Protocol):
         ...
 
     async def put(self, key: str, value: bytes, ttl: timedelta) -> None: ...
-    async def put_many(self, keys: list[str], value: bytes, ttl: timedelta) -> None:
-        """`put` for many keys in one round trip (the heartbeat of every answer a process is streaming)."""
+    async def put_many(
+        self, keys: list[str], value: bytes, ttl: timedelta, session: AsyncSession | None = None
+    ) -> None:
+        """`put` for many keys in one round trip (the heartbeat of every answer a process is streaming);
+        `session` as for `count_in_window`."""
         ...
 
     async def get(self, key: str) -> bytes | None: ...
@@ -82,17 +85,25 @@ class DatabaseState:
             else:
                 row.value, row.expires_at = value, expires
 
-    async def put_many(self, keys: list[str], value: bytes, ttl: timedelta) -> None:
+    async def put_many(
+        self, keys: list[str], value: bytes, ttl: timedelta, session: AsyncSession | None = None
+    ) -> None:
         if not keys:
             return
-        async with transaction(self._db) as session:
-            dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-            insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            expires = self._clock.now() + ttl
-            statement = insert(KeyValue).values([{"key": key, "value": value, "expires_at": expires} for key in keys])
-            await session.execute(statement.on_conflict_do_update(
-                index_elements=["key"], set_={"value": statement.excluded.value, "expires_at": statement.excluded.expires_at}
-            ))
+        if session is not None:
+            await self._upsert(session, keys, value, ttl)
+            return
+        async with transaction(self._db) as own:
+            await self._upsert(own, keys, value, ttl)
+
+    async def _upsert(self, session: AsyncSession, keys: list[str], value: bytes, ttl: timedelta) -> None:
+        dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        expires = self._clock.now() + ttl
+        statement = insert(KeyValue).values([{"key": key, "value": value, "expires_at": expires} for key in keys])
+        await session.execute(statement.on_conflict_do_update(
+            index_elements=["key"], set_={"value": statement.excluded.value, "expires_at": statement.excluded.expires_at}
+        ))
 
     async def get(self, key: str) -> bytes | None:
         async with self._db() as session:
@@ -152,7 +163,9 @@ class RedisState:
     async def put(self, key: str, value: bytes, ttl: timedelta) -> None:
         await self._redis.set(f"enclave:{key}", value, px=max(1, int(ttl.total_seconds() * 1000)))
 
-    async def put_many(self, keys: list[str], value: bytes, ttl: timedelta) -> None:
+    async def put_many(
+        self, keys: list[str], value: bytes, ttl: timedelta, session: AsyncSession | None = None
+    ) -> None:
         if not keys:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
