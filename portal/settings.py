@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     chat_role_questions_per_minute: dict[str, int] = Field(default_factory=dict)
     chat_role_max_answer_tokens: dict[str, int] = Field(default_factory=dict)  # default: llm_max_tokens
     chat_general_answer_roles: list[str] = Field(default_factory=list)  # may get answers when no passage matched
-    chat_stream_sync_s: float = Field(default=1.0, gt=0)  # how often a stream saves progress and checks for Stop
+    chat_stream_sync_s: float = Field(default=1.0, gt=0)  # how often streams check for Stop and renew heartbeats
 
     oidc_providers: list[OIDCProviderSettings] = Field(default_factory=list)
     embedded_idp: bool = True  # start the local test identity provider with sample people
