@@ -232,8 +232,22 @@ class ChatService:
         return TurnInput(answer_id=answer_id, principal=principal, question=question, history=history, policy=policy,
                          access=access, context=context, ephemeral=False, conversation_id=conversation.id)
 
-    async def _mark_interrupted(self, principal: Principal, answer_id: str, context: AuditContext) -> AnswerView:
-        """An answer left `streaming` by a process that stopped: end it as failed (retryable), once."""
+    async def end_interrupted_answers(self, principal: Principal, conversation_id: str, context: AuditContext) -> None:
+        """Before a conversation is shown: answers left `streaming` by a process that stopped become failed
+        (retryable), so the page (with or without JavaScript) offers Retry instead of 'still being written'."""
+        async with self.runtime.db() as session:
+            await owned_conversation(session, principal.user_id, conversation_id)
+            streaming = list((await session.execute(
+                select(Message.id).where(Message.conversation_id == conversation_id, Message.status == "streaming")
+            )).scalars())
+        if not streaming:
+            return
+        live = await self.state.present([live_key(answer_id) for answer_id in streaming])
+        for answer_id in streaming:
+            if live_key(answer_id) not in live:
+                await self._end_interrupted(answer_id, context)
+
+    async def _end_interrupted(self, answer_id: str, context: AuditContext) -> None:
         now = self.now
         async with transaction(self.runtime.db) as session:
             ended = await session.execute(
@@ -244,6 +258,10 @@ class ChatService:
             if ended.rowcount == 1:  # type: ignore[attr-defined]
                 await append_audit(session, at=now, action="chat.answer_interrupted", context=context,
                                    object_type="message", object_ids=[answer_id], outcome="allowed")
+
+    async def _mark_interrupted(self, principal: Principal, answer_id: str, context: AuditContext) -> AnswerView:
+        """An answer left `streaming` by a process that stopped: end it as failed (retryable), once."""
+        await self._end_interrupted(answer_id, context)
         async with self.runtime.db() as session:
             message, _conversation = await owned_message(session, principal.user_id, answer_id)
             return await self._finished_view(session, principal, message)
@@ -252,17 +270,11 @@ class ChatService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _finished_view(self, session: object, principal: Principal, message: Message) -> AnswerView:
-        from sqlalchemy.ext.asyncio import AsyncSession
-
-        assert isinstance(session, AsyncSession)
+    async def _finished_view(self, session: AsyncSession, principal: Principal, message: Message) -> AnswerView:
         citations = (
             await session.execute(select(Citation).where(Citation.message_id == message.id).order_by(Citation.ordinal))
         ).scalars().all()
-        view = await stored_answer_view(session, ReadableDocuments(session, principal, self.now), message, citations)
-        if message.status == "streaming":
-            view.notice = "This answer is still being written in another window or tab."
-        return view
+        return await stored_answer_view(session, ReadableDocuments(session, principal, self.now), message, citations)
 
     async def stream(self, principal: Principal, answer_id: str, context: AuditContext) -> AsyncGenerator[ChatEvent, None]:
         """Events for one answer. The work runs in its own task: if the reader goes away (tab closed, network cut)

@@ -24,6 +24,7 @@ from portal.chat.conversations import (
 )
 from portal.chat.views import AnswerView, ReadableDocuments, stored_answer_view
 from portal.runtime import Runtime
+from portal.web.context import audit_context
 
 PAGE = "chat/page.html.j2"
 
@@ -71,6 +72,11 @@ async def chat_page(
 ) -> Template:
     principal = require_principal(request)
     policy = await chat.policy_for(principal)
+    if conversation_id:
+        try:
+            await chat.end_interrupted_answers(principal, conversation_id, audit_context(request))
+        except ChatNotFound as exc:
+            raise NotFoundException(str(exc)) from None
     now = runtime.clock.now()
     exchanges: list[tuple[str, AnswerView]] = []
     conversation = None

@@ -155,6 +155,11 @@ class EarlyQueryVectors:
         task.cancel()
 
 
+def _quiet(task: asyncio.Task[list[int]]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def _consume_exception(task: asyncio.Task[Vectors]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved here so an unclaimed failure is not reported as never retrieved
@@ -259,16 +264,18 @@ class TurnRunner:
         # Count the question's tokens (a round trip to the model server) while the passages are searched: the
         # prompt budget then finds the count cached.
         counting = asyncio.create_task(self.llm.tokens.count_many([turn.question, *(t.content for t in turn.history)]))
+        counting.add_done_callback(_quiet)
         try:
             outcome.hits = await self._retrieve(turn)
             RETRIEVAL_LATENCY.observe(time.monotonic() - started)
         except Exception as exc:  # noqa: BLE001 - any store or embedder failure is the same fault to the person
+            counting.cancel()
             log.warning("chat_retrieval_failed", error=type(exc).__name__)
             outcome.status, outcome.error = "failed", STORE_DOWN
             return
         finally:
-            with contextlib.suppress(Exception):
-                await counting  # it falls back to estimates by itself; done by now in all but odd cases
+            # Never raises (a failed count falls back to estimates by itself); done by now in all but odd cases.
+            await asyncio.wait([counting])
         if not outcome.hits and not turn.policy.allow_general_answers:
             outcome.content = NO_PASSAGES
             return

@@ -17,6 +17,7 @@ from portal.principal import Principal
 
 NOTICE_BY_STATUS = {
     "incomplete": "This answer was stopped before it finished; what arrived is kept.",
+    "streaming": "This answer is still being written in another window or tab.",
 }
 
 
@@ -137,9 +138,7 @@ async def stored_answer_view(
         feedback_comment=feedback.comment if feedback else "",
         retryable=message.status == "failed",
     )
-    if message.status in ("pending", "streaming"):
-        # A streaming answer's page asks the stream too: it answers "still being written elsewhere", or, when the
-        # process writing it has stopped, ends it as interrupted (retryable).
+    if message.status == "pending":
         view.stream_url = f"/chat/stream/{message.id}"
     return view
 

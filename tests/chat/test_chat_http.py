@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from portal.app import create_app
 from portal.db.engine import make_engine, make_session_factory, transaction
-from portal.db.models import Conversation, Feedback, LegalHold, Message
+from portal.db.models import AuditEvent, Conversation, Feedback, LegalHold, Message
 from tests.chat.helpers import IndexedDocument, seed_library_before_start
 
 pytestmark = pytest.mark.llm
@@ -199,3 +199,25 @@ async def test_signed_out_people_cannot_chat(chat_app: Any) -> None:
     assert response.status_code in (302, 303, 401)
     stream = await client.get("/chat/stream/abc", follow_redirects=False)
     assert stream.status_code in (302, 303, 401)
+
+
+async def test_a_page_offers_retry_for_an_answer_whose_process_stopped(chat_app: Any, auth: Any, test_db: Any) -> None:
+    """An answer left `streaming` by a portal process that died becomes failed (retryable) when its conversation is
+    shown — without JavaScript too — while one with a live heartbeat elsewhere is left alone."""
+    nurse, _ = chat_app
+    headers = await sign_in_as(nurse, auth, "nurse")
+    _fragment, stream_url = await ask_htmx(nurse, headers, QUESTION)  # saved; the stream is never opened
+    answer_id = stream_url.rsplit("/", 1)[1]
+    async with transaction(test_db) as session:
+        await session.execute(update(Message).where(Message.id == answer_id).values(status="streaming"))
+        conversation_id = (await session.get(Message, answer_id)).conversation_id  # type: ignore[union-attr]
+
+    page = await nurse.get(f"/chat/c/{conversation_id}", headers=HTML)
+    assert page.status_code == 200
+    assert 'class="answer status-failed"' in page.text and "The portal stopped while writing this answer" in page.text
+    assert f"/chat/messages/{answer_id}/retry" in page.text and "sse-connect" not in page.text
+    async with test_db() as session:
+        stored = await session.get(Message, answer_id)
+        assert stored is not None and stored.status == "failed"
+        assert (await session.execute(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "chat.answer_interrupted"))).scalar_one() == 1
