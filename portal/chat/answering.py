@@ -8,7 +8,6 @@ short-lived shared record until they are answered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 from collections.abc import AsyncGenerator
@@ -341,10 +340,16 @@ class ChatService:
         await self.state.delete(f"chat:stop:{answer_id}")
         return answer_id
 
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(task), timeout=5)
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Shutdown: answers still being written get `grace_s` (in all) to finish; the rest are cut off, which saves
+        what arrived as incomplete, before the model client and shared state close under them."""
+        tasks = list(self._tasks)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=grace_s)  # each saves its partial answer (shielded)
         await self.runner.close()
         await self.llm.close()
         await self.state.close()

@@ -387,3 +387,36 @@ async def test_a_streaming_answer_announces_its_heartbeat(make_chat_env: Callabl
         assert await env.chat.state.get(live_key(asked.answer_id)) == b"1"
     finally:
         await stream.aclose()
+
+
+async def test_shutdown_cuts_off_answers_still_waiting_and_keeps_them_as_incomplete(
+    make_chat_env: Callable[..., Any],
+) -> None:
+    """A portal process stopping (deploy, restart) must neither hang on a model that never answers nor leave the
+    answer 'streaming': after the grace period the answer is cut off and saved as incomplete."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts the model request, never answers it
+    try:
+        env = await make_chat_env(llm_base_url=f"http://127.0.0.1:{silent.getsockname()[1]}/v1", llm_timeout_s=60.0)
+        await sample_library(env.runtime)
+        nurse = await add_person(env.runtime, {"nurse"})
+        asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+        reader = asyncio.create_task(collect(env.chat.stream(nurse, asked.answer_id, CTX)))
+        for _ in range(100):  # until the answer is claimed and waiting on the model
+            async with env.runtime.db() as session:
+                stored = await session.get(Message, asked.answer_id)
+                if stored is not None and stored.status == "streaming":
+                    break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+
+        started = asyncio.get_running_loop().time()
+        await env.chat.close(grace_s=0.5)
+        assert asyncio.get_running_loop().time() - started < 3.0  # not the model's 60 s timeout
+        await asyncio.wait_for(reader, timeout=3.0)
+    finally:
+        silent.close()
+    async with env.runtime.db() as session:
+        stored = await session.get(Message, asked.answer_id)
+        assert stored is not None and stored.status == "incomplete" and stored.finished_at is not None
