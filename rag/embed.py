@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import copy
 import os
 import threading
 import warnings
@@ -167,6 +168,7 @@ class SentenceTransformerEmbedder(_AsyncMixin):
 
     _graph: Any = None
     _graph_state = "untried"  # "untried" | "ready" | "unavailable"
+    _query_tokenizer: Any = None
 
     def prepare_query_path(self) -> bool:
         """Build the traced query path now (about 0.6 s) rather than on the first question; True when in use."""
@@ -180,7 +182,11 @@ class SentenceTransformerEmbedder(_AsyncMixin):
         return self._graph
 
     def _features(self, text: str) -> dict[str, Any]:
-        return dict(self._tokenizer([text], truncation=True, max_length=self.max_seq_length, return_tensors="pt"))
+        # Its own tokenizer: the query path runs beside document batches, and a fast tokenizer shared between
+        # threads can fail ("Already borrowed") while another call changes its truncation settings.
+        if self._query_tokenizer is None:
+            self._query_tokenizer = copy.deepcopy(self._tokenizer)
+        return dict(self._query_tokenizer([text], truncation=True, max_length=self.max_seq_length, return_tensors="pt"))
 
     def _trace_query_graph(self) -> tuple[Any, str]:
         import torch

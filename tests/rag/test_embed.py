@@ -139,3 +139,24 @@ def test_the_traced_query_path_gives_the_models_own_embedding() -> None:
         assert traced.shape == eager.shape == (embedder.dim,)
         assert float(np.dot(traced, eager)) > 0.9999
         assert abs(float(np.linalg.norm(traced)) - 1.0) < 1e-5
+
+
+def test_questions_and_document_batches_can_be_embedded_at_the_same_time() -> None:
+    """Questions (traced path, no lock) run beside an indexing batch in another thread: neither may fail or
+    change the other's result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rag.embed import EmbedderConfig, SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(EmbedderConfig())
+    embedder.prepare_query_path()
+    questions = [f"question {i} about hand hygiene " + "word " * (i % 40) for i in range(40)]
+    documents = [f"passage {i} " + "text " * (i % 200) for i in range(64)]
+    expected = [embedder.embed_query(q) for q in questions]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        batches = [pool.submit(embedder.embed_documents, documents) for _ in range(2)]
+        answers = list(pool.map(embedder.embed_query, questions))
+        for batch in batches:
+            assert batch.result().shape == (len(documents), embedder.dim)
+    for got, want in zip(answers, expected, strict=True):
+        assert float(np.dot(got, want)) > 0.9999
