@@ -49,6 +49,12 @@ class SharedState(Protocol):
     async def close(self) -> None: ...
 
 
+def _upsert_into(session: AsyncSession, table: Any) -> Any:
+    """An INSERT that can take ON CONFLICT DO UPDATE, in the session's own dialect."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
 class DatabaseState:
     def __init__(self, db: async_sessionmaker[AsyncSession], clock: Clock) -> None:
         self._db = db
@@ -63,9 +69,7 @@ class DatabaseState:
             return await self._count(own, key, window_start, window)
 
     async def _count(self, session: AsyncSession, key: str, window_start: datetime, window: timedelta) -> int:
-        dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(RateCounter).values(key=key, window_start=window_start, count=1)
+        statement = _upsert_into(session, RateCounter).values(key=key, window_start=window_start, count=1)
         statement = statement.on_conflict_do_update(
             index_elements=["key", "window_start"], set_={"count": RateCounter.count + 1}
         ).returning(RateCounter.count)
@@ -77,13 +81,7 @@ class DatabaseState:
         return count
 
     async def put(self, key: str, value: bytes, ttl: timedelta) -> None:
-        async with transaction(self._db) as session:
-            row = await session.get(KeyValue, key)
-            expires = self._clock.now() + ttl
-            if row is None:
-                session.add(KeyValue(key=key, value=value, expires_at=expires))
-            else:
-                row.value, row.expires_at = value, expires
+        await self.put_many([key], value, ttl)
 
     async def put_many(
         self, keys: list[str], value: bytes, ttl: timedelta, session: AsyncSession | None = None
@@ -97,10 +95,8 @@ class DatabaseState:
             await self._upsert(own, keys, value, ttl)
 
     async def _upsert(self, session: AsyncSession, keys: list[str], value: bytes, ttl: timedelta) -> None:
-        dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
         expires = self._clock.now() + ttl
-        statement = insert(KeyValue).values([{"key": key, "value": value, "expires_at": expires} for key in keys])
+        statement = _upsert_into(session, KeyValue).values([{"key": key, "value": value, "expires_at": expires} for key in keys])
         await session.execute(statement.on_conflict_do_update(
             index_elements=["key"], set_={"value": statement.excluded.value, "expires_at": statement.excluded.expires_at}
         ))
@@ -144,6 +140,10 @@ class DatabaseState:
         return None
 
 
+def _milliseconds(ttl: timedelta) -> int:
+    return max(1, int(ttl.total_seconds() * 1000))
+
+
 class RedisState:
     def __init__(self, url: str) -> None:
         from portal.redis_client import redis_client
@@ -161,7 +161,7 @@ class RedisState:
         return int(count)
 
     async def put(self, key: str, value: bytes, ttl: timedelta) -> None:
-        await self._redis.set(f"enclave:{key}", value, px=max(1, int(ttl.total_seconds() * 1000)))
+        await self._redis.set(f"enclave:{key}", value, px=_milliseconds(ttl))
 
     async def put_many(
         self, keys: list[str], value: bytes, ttl: timedelta, session: AsyncSession | None = None
@@ -170,7 +170,7 @@ class RedisState:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.set(f"enclave:{key}", value, px=max(1, int(ttl.total_seconds() * 1000)))
+                pipe.set(f"enclave:{key}", value, px=_milliseconds(ttl))
             await pipe.execute()
 
     async def get(self, key: str) -> bytes | None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 
@@ -155,12 +156,7 @@ class EarlyQueryVectors:
         task.cancel()
 
 
-def _quiet(task: asyncio.Task[list[int]]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
-def _consume_exception(task: asyncio.Task[Vectors]) -> None:
+def _consume_exception(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved here so an unclaimed failure is not reported as never retrieved
 
@@ -264,7 +260,7 @@ class TurnRunner:
         # Count the question's tokens (a round trip to the model server) while the passages are searched: the
         # prompt budget then finds the count cached.
         counting = asyncio.create_task(self.llm.tokens.count_many([turn.question, *(t.content for t in turn.history)]))
-        counting.add_done_callback(_quiet)
+        counting.add_done_callback(_consume_exception)
         try:
             outcome.hits = await self._retrieve(turn)
             RETRIEVAL_LATENCY.observe(time.monotonic() - started)
