@@ -56,6 +56,21 @@ async def make_collection(runtime: Any, name: str, readers: list[str], manager_r
         return collection.id
 
 
+async def wait_for_job(runtime: Runtime, job_id: str, wanted: set[str], timeout: float = 30.0) -> IngestionJob:
+    """Poll until the job reached one of `wanted`. A job stays `running` for a moment after its document reads
+    `indexed`: the cleanup stage (dropping the old version's points) runs after the flip."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        async with runtime.db() as session:
+            job = await session.get(IngestionJob, job_id)
+        if job is not None and job.status in wanted:
+            return job
+        if loop.time() > deadline:
+            raise AssertionError(f"job {job_id} did not reach {wanted}: {job.status if job else 'missing'}")
+        await asyncio.sleep(0.05)
+
+
 @dataclass(frozen=True)
 class Counts:
     collections: int

@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from portal.admin import documents
 from portal.admin.documents import IncomingFile
@@ -19,7 +18,7 @@ from portal.jobs import job_store
 from portal.jobs.indexing import run_index_job
 from portal.jobs.workers import indexing_context
 from portal.runtime import Runtime
-from tests.admin.helpers import make_collection, make_person, wait_for_status
+from tests.admin.helpers import make_collection, make_person, wait_for_job, wait_for_status
 from tests.conftest import REDIS_SKIP_REASON, REDIS_URL
 
 # Long enough that embedding takes a moment, so the test can interrupt it mid-way.
@@ -134,9 +133,10 @@ async def test_saq_worker_runs_jobs_queued_through_redis(settings_factory: Any, 
         found = await wait_for_status(runtime, result.created, {"indexed", "failed"}, timeout=120)
         (document,) = found.values()
         assert document.status == "indexed", document.error
-        async with runtime.db() as session:
-            job = (await session.execute(select(IngestionJob).where(IngestionJob.document_id == document.id))).scalar_one()
+        (job_id,) = result.job_ids
+        job = await wait_for_job(runtime, job_id, {"done", "failed"})
         assert job.status == "done" and (job.worker_id or "").startswith("saq:")
+        assert job.document_id == document.id
     finally:
         await worker.stop()
         worker_task.cancel()
