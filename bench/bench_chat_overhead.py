@@ -7,6 +7,9 @@ LLM's own time to first token for that question (bench/instant_llm.py answers at
 2. `--streams` other answers kept streaming while new questions arrive at `--rate` per second: p99 of the new
    questions' overhead (target <= 150 ms), and how many streams ended without error.
 
+The load runs on the same machine as the portal; it reads the streams with bench/lean_http.py so that as little
+of the machine as possible goes to the load generator rather than the portal being measured.
+
     .venv/bin/python bench/bench_chat_overhead.py [--streams 200 --rate 5 --duration 20]
 """
 
@@ -20,15 +23,14 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.chat_bench_support import Deployment, ask, new_marker, percentile  # noqa: E402
+from bench.chat_bench_support import Deployment, ask, lean_copy, new_marker, percentile  # noqa: E402
+from bench.lean_http import LeanClient  # noqa: E402
 
 
 async def first_token(
-    client: httpx.AsyncClient, keep_reading: bool, on_first: asyncio.Event | None = None
+    client: LeanClient, keep_reading: bool, on_first: asyncio.Event | None = None
 ) -> tuple[float, str, bool]:
     """Ask, open the stream; return (seconds from POST to first token event, marker, stream ended cleanly)."""
     marker = new_marker()
@@ -37,8 +39,8 @@ async def first_token(
     first_at = 0.0
     ended = False
     tail = b""
-    async with client.stream("GET", stream_url, headers={"accept": "text/event-stream"}) as response:
-        async for chunk in response.aiter_raw():
+    async with client.stream("GET", stream_url, {"accept": "text/event-stream"}) as (_status, _headers, chunks):
+        async for chunk in chunks:
             seen = tail + chunk
             if not first_at and b"event: token" in seen:
                 first_at = time.perf_counter()
@@ -51,7 +53,7 @@ async def first_token(
     return first_at - started, marker, ended
 
 
-async def background_stream(client: httpx.AsyncClient, results: dict[str, int], started: asyncio.Event) -> None:
+async def background_stream(client: LeanClient, results: dict[str, int], started: asyncio.Event) -> None:
     try:
         _, _, ended = await first_token(client, keep_reading=True, on_first=started)
         results["ok" if ended else "cut"] += 1
@@ -69,7 +71,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                             if os.environ.get("ENCLAVE_BENCH_REDIS_URL") else {})
     await asyncio.to_thread(deployment.start)
     try:
-        client = await deployment.sign_in()
+        signed_in = await deployment.sign_in()
+        client = lean_copy(signed_in)
         for _ in range(3):  # warm-up: first embedding, first prompt count, connection pools
             await first_token(client, keep_reading=False)
 
@@ -114,11 +117,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         ttft = await deployment.instrument_ttft()
         loaded_overhead = [e * 1000 - ttft.get(m, 0.0) for e, m in measured]
         await client.aclose()
+        await signed_in.aclose()
         return {
             "benchmark": "chat_portal_overhead",
             "database": "postgresql" if deployment.database_url else "sqlite",
             "shared_state": "redis" if os.environ.get("ENCLAVE_BENCH_REDIS_URL") else "database",
             "instrument": {"tokens_per_answer": args.tokens, "token_interval_ms": args.interval_ms},
+            "load_client": "bench/lean_http.py (asyncio streams, HTTP/1.1 keep-alive)",
             "single_user": {
                 "questions": len(single_overhead),
                 "overhead_ms_p50": percentile(single_overhead, 50),

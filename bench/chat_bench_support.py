@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bench.lean_http import LeanClient, Reply
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -178,9 +180,18 @@ def new_marker() -> str:
     return f"bench-{uuid.uuid4().hex[:16]}"
 
 
-async def ask(client: httpx.AsyncClient, marker: str) -> str:
-    response = await client.post("/chat/ask", data={"question": f"{marker} How long must staff wash their hands?"},
-                                 headers=HTMX)
+def lean_copy(client: httpx.AsyncClient) -> LeanClient:
+    """The signed-in session of an httpx client, for the lean load client (see bench/lean_http.py)."""
+    cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    return LeanClient(str(client.base_url).rstrip("/"), {"cookie": cookie, "x-csrftoken": client.headers["x-csrftoken"]})
+
+
+async def ask(client: httpx.AsyncClient | LeanClient, marker: str) -> str:
+    question = {"question": f"{marker} How long must staff wash their hands?"}
+    if isinstance(client, LeanClient):
+        response: httpx.Response | Reply = await client.post_form("/chat/ask", question, HTMX)
+    else:
+        response = await client.post("/chat/ask", data=question, headers=HTMX)
     found = STREAM_URL.search(response.text)
     if response.status_code != 200 or not found:
         raise RuntimeError(f"ask answered {response.status_code}: {response.text[:200]}")
