@@ -79,6 +79,21 @@ def _exchanges(history: Sequence[Turn]) -> list[list[Turn]]:
     return groups
 
 
+def _frame_texts(question: str, history: Sequence[Turn], grounded: bool) -> tuple[list[str], list[list[Turn]]]:
+    """What the budget counts besides the passages: system prompt, the user message around the question, and each
+    exchange of history; and those exchanges."""
+    system = load_template("grounded_system" if grounded else "general_system")
+    shell = load_template("grounded_user" if grounded else "general_user").format(sources="", question=question.strip())
+    exchanges = _exchanges(history)
+    return [system, shell, *("\n".join(t.content for t in group) for group in exchanges)], exchanges
+
+
+def texts_to_count_early(question: str, history: Sequence[Turn]) -> list[str]:
+    """The texts `build_prompt` will count for a grounded answer, known before the passages are: count them while
+    the passages are searched, and the prompt is then budgeted from a warm count cache."""
+    return _frame_texts(question, history, grounded=True)[0]
+
+
 async def build_prompt(
     question: str,
     hits: Sequence[SearchHit],
@@ -90,12 +105,9 @@ async def build_prompt(
     grounded: bool = True,
 ) -> PromptPlan:
     """Messages for one answer. `hits` are in relevance order (best first); `history` oldest first."""
-    system = load_template("grounded_system" if grounded else "general_system")
+    (system, shell, *exchange_texts), exchanges = _frame_texts(question, history, grounded)
     user_template = load_template("grounded_user" if grounded else "general_user")
-    shell = user_template.format(sources="", question=question.strip())
     numbered = [format_source(0, hit) for hit in hits]  # the number's width barely matters for counting
-    exchanges = _exchanges(history)
-    exchange_texts = ["\n".join(t.content for t in group) for group in exchanges]
     counts = await count_tokens([system, shell, *numbered, *exchange_texts])
     system_n, shell_n = counts[0], counts[1]
     passage_n = counts[2 : 2 + len(numbered)]

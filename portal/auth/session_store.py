@@ -80,6 +80,33 @@ class KeyValueStore(Protocol):
 # Database backend -------------------------------------------------------------------------------------------
 
 
+# The columns a SessionRecord is made of, for queries that read them beside others (see portal.auth.sessions).
+SESSION_COLUMNS = (
+    UserSession.id_hash,
+    UserSession.user_id,
+    UserSession.provider,
+    UserSession.created_at,
+    UserSession.last_seen_at,
+    UserSession.absolute_expires_at,
+    UserSession.data,
+)
+
+
+def record_from_row(row: Any) -> SessionRecord | None:
+    """A SessionRecord from a row holding SESSION_COLUMNS; None for a session no longer tied to a person."""
+    if row.user_id is None:
+        return None
+    return SessionRecord(
+        id_hash=row.id_hash,
+        user_id=row.user_id,
+        provider=row.provider,
+        created_at=row.created_at,
+        last_seen_at=row.last_seen_at,
+        absolute_expires_at=row.absolute_expires_at,
+        data=dict(row.data or {}),
+    )
+
+
 class DatabaseSessionStore:
     def __init__(self, db: async_sessionmaker[AsyncSession]) -> None:
         self._db = db
@@ -104,18 +131,8 @@ class DatabaseSessionStore:
 
     @staticmethod
     async def get_in(session: AsyncSession, id_hash: str) -> SessionRecord | None:
-        row = (await session.execute(select(UserSession).where(UserSession.id_hash == id_hash))).scalar_one_or_none()
-        if row is None or row.user_id is None:
-            return None
-        return SessionRecord(
-            id_hash=row.id_hash,
-            user_id=row.user_id,
-            provider=row.provider,
-            created_at=row.created_at,
-            last_seen_at=row.last_seen_at,
-            absolute_expires_at=row.absolute_expires_at,
-            data=dict(row.data or {}),
-        )
+        row = (await session.execute(select(*SESSION_COLUMNS).where(UserSession.id_hash == id_hash))).first()
+        return record_from_row(row) if row is not None else None
 
     async def touch(self, id_hash: str, at: datetime) -> None:
         async with transaction(self._db) as session:

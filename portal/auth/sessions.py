@@ -5,6 +5,7 @@ idle and absolute limits checked on the app clock, and end one or all of a perso
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,10 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.audit import AuditContext, append_audit
 from portal.auth.services import AuthServices
-from portal.auth.session_store import DatabaseSessionStore, SessionRecord, hash_session_id
+from portal.auth.session_store import (
+    SESSION_COLUMNS,
+    DatabaseSessionStore,
+    SessionRecord,
+    hash_session_id,
+    record_from_row,
+)
 from portal.clock import Clock
 from portal.db.engine import transaction
-from portal.db.models import RoleAssignment, User
+from portal.db.models import RoleAssignment, User, UserSession
 from portal.principal import Principal
 
 # Writing last_seen on every request would serialise SQLite writers; a minute of idle precision is plenty.
@@ -52,20 +59,42 @@ class _UserFacts:
     roles: frozenset[str]
 
 
-async def _user_facts(session: AsyncSession, user_id: str) -> _UserFacts:
-    # One plain-column query (a row per role), not ORM objects: this runs on every signed-in request.
-    rows = (
-        await session.execute(
-            select(User.display_name, User.email, User.status, RoleAssignment.role)
-            .outerjoin(RoleAssignment, RoleAssignment.user_id == User.id)
-            .where(User.id == user_id)
-        )
-    ).all()
-    if not rows:
+_FACT_COLUMNS = (User.display_name, User.email, User.status, RoleAssignment.role)
+
+
+def _facts_from_rows(rows: Sequence[Any]) -> _UserFacts:
+    """A row per role (one row with a NULL role for a person without roles); no rows: no such person."""
+    if not rows or rows[0].status is None:
         return _UserFacts(False, "", None, frozenset())
     first = rows[0]
     roles = frozenset(row.role for row in rows if row.role is not None)
     return _UserFacts(first.status == "active", first.display_name, first.email, roles)
+
+
+async def _user_facts(session: AsyncSession, user_id: str) -> _UserFacts:
+    # One plain-column query (a row per role), not ORM objects: this runs on every signed-in request.
+    rows = (
+        await session.execute(
+            select(*_FACT_COLUMNS).outerjoin(RoleAssignment, RoleAssignment.user_id == User.id).where(User.id == user_id)
+        )
+    ).all()
+    return _facts_from_rows(rows)
+
+
+async def _session_and_facts(session: AsyncSession, id_hash: str) -> tuple[SessionRecord | None, _UserFacts | None]:
+    """The session row and its person in one query (every signed-in request pays for this)."""
+    rows = (
+        await session.execute(
+            select(*SESSION_COLUMNS, *_FACT_COLUMNS)
+            .outerjoin(User, User.id == UserSession.user_id)
+            .outerjoin(RoleAssignment, RoleAssignment.user_id == User.id)
+            .where(UserSession.id_hash == id_hash)
+        )
+    ).all()
+    record = record_from_row(rows[0]) if rows else None
+    if record is None:
+        return None, None
+    return record, _facts_from_rows(rows)
 
 
 @dataclass(frozen=True)
@@ -86,11 +115,8 @@ async def resolve_session(
     id_hash = hash_session_id(session_id)
     facts: _UserFacts | None = None
     if isinstance(services.sessions, DatabaseSessionStore):
-        # One database session (one SQLite lock) for the session row and the person: every request pays this.
         async with db() as session:
-            record = await services.sessions.get_in(session, id_hash)
-            if record is not None:
-                facts = await _user_facts(session, record.user_id)
+            record, facts = await _session_and_facts(session, id_hash)
     else:
         record = await services.sessions.get(id_hash)
     if record is None:

@@ -21,9 +21,10 @@ from portal.access import retrieval_filter
 from portal.audit import AuditContext, append_audit
 from portal.chat.conversations import ChatNotFound, owned_conversation, owned_message, title_from_question
 from portal.chat.policy import RATE_WINDOW, ChatPolicy, chat_policy
-from portal.chat.shared_state import DatabaseState, SharedState
+from portal.chat.shared_state import SharedState
 from portal.chat.turns import INTERRUPTED, ChatEvent, DoneEvent, TokenEvent, TurnInput, TurnRunner, live_key
 from portal.chat.views import AnswerView, ReadableDocuments, stored_answer_view
+from portal.db.base import new_id
 from portal.db.engine import transaction
 from portal.db.models import Citation, Conversation, Message
 from portal.principal import Principal
@@ -109,55 +110,68 @@ class ChatService:
             raise QuestionRejected("Please type a question first.")
         if len(question) > MAX_QUESTION_CHARS:
             raise QuestionRejected(f"Please keep a question under {MAX_QUESTION_CHARS} characters.")
-        policy = await self.policy_for(principal)
-        # A database-held counter is counted inside the question's own unit of work (one write lock, not two); an
-        # over-the-limit question then rolls back its own count, which is not a question asked.
-        rate_in_transaction = isinstance(self.state, DatabaseState)
-        if not rate_in_transaction:
-            await self._check_rate(principal, policy)
+        # The question's embedding starts now, while the question is saved and the page opens the answer's stream.
+        self.runner.embed_early(question)
+        try:
+            return await self._save_question(principal, question, conversation_id, context)
+        except BaseException:
+            self.runner.drop_early(question)  # not asked (over the limit, not theirs): the embedding is not needed
+            raise
+
+    async def _save_question(
+        self, principal: Principal, question: str, conversation_id: str | None, context: AuditContext
+    ) -> AskResult:
         now = self.now
         settings = self.runtime.settings
-        audit_detail: dict[str, object] = {"question_chars": len(question), "zero_retention": policy.zero_retention}
-        if settings.audit_question_text:
-            audit_detail["question"] = question
+        # One unit of work: the person's chat policy, the rate counter (a database-held counter joins it; an
+        # over-the-limit question then rolls back its own count, which is not a question asked), the question, its
+        # pending answer and the audit record.
+        async with transaction(self.runtime.db) as session:
+            policy = await chat_policy(session, settings, principal)
+            await self._check_rate(principal, policy, session)
+            audit_detail: dict[str, object] = {"question_chars": len(question), "zero_retention": policy.zero_retention}
+            if settings.audit_question_text:
+                audit_detail["question"] = question
+            if policy.zero_retention:
+                await append_audit(session, at=now, action="chat.question", context=context,
+                                   object_type="ephemeral_turn", detail=audit_detail)
+            else:
+                conversation, asked, answer = await self._add_turn(session, principal, question, conversation_id, now)
+                await append_audit(session, at=now, action="chat.question", context=context, object_type="conversation",
+                                   object_ids=[conversation.id, asked.id, answer.id], detail=audit_detail)
         if policy.zero_retention:
             token = EPHEMERAL_PREFIX + secrets.token_urlsafe(24)
             record = json.dumps({"user_id": principal.user_id, "question": question}).encode()
-            async with transaction(self.runtime.db) as session:
-                if rate_in_transaction:
-                    await self._check_rate(principal, policy, session)
-                await append_audit(session, at=now, action="chat.question", context=context,
-                                   object_type="ephemeral_turn", detail=audit_detail)
             # After the unit of work: a database-held store writes in its own transaction.
             await self.state.put(f"chat:turn:{token}", record, EPHEMERAL_TTL)
-            self.runner.embed_early(token, question)
             return AskResult(answer_id=token, conversation_id=None, ephemeral=True)
-        async with transaction(self.runtime.db) as session:
-            if rate_in_transaction:
-                await self._check_rate(principal, policy, session)
-            if conversation_id:
-                conversation = await owned_conversation(session, principal.user_id, conversation_id)
-            else:
-                conversation = Conversation(user_id=principal.user_id, title=title_from_question(question),
-                                            created_at=now, updated_at=now)
-                session.add(conversation)
-                await session.flush()
+        return AskResult(answer_id=answer.id, conversation_id=conversation.id)
+
+    @staticmethod
+    async def _add_turn(
+        session: AsyncSession, principal: Principal, question: str, conversation_id: str | None, now: datetime
+    ) -> tuple[Conversation, Message, Message]:
+        """The question and its pending answer, in a new conversation or at the end of one of the person's own."""
+        if conversation_id:
+            conversation = await owned_conversation(session, principal.user_id, conversation_id)
             # Strictly increasing times keep the turns in order even when the clock stands still (tests, drills).
             last = (
                 await session.execute(select(func.max(Message.created_at)).where(Message.conversation_id == conversation.id))
             ).scalar_one_or_none()
             asked_at = max(now, last + timedelta(microseconds=1)) if last else now
-            user_message = Message(conversation_id=conversation.id, role="user", content=question, status="complete",
-                                   created_at=asked_at, finished_at=asked_at)
-            answer = Message(conversation_id=conversation.id, role="assistant", content="", status="pending",
-                             created_at=asked_at + timedelta(microseconds=1))
-            session.add_all([user_message, answer])
             conversation.updated_at = now
-            await session.flush()
-            await append_audit(session, at=now, action="chat.question", context=context, object_type="conversation",
-                               object_ids=[conversation.id, user_message.id, answer.id], detail=audit_detail)
-        self.runner.embed_early(answer.id, question)
-        return AskResult(answer_id=answer.id, conversation_id=conversation.id)
+        else:
+            conversation = Conversation(id=new_id(), user_id=principal.user_id, title=title_from_question(question),
+                                        created_at=now, updated_at=now)
+            session.add(conversation)
+            asked_at = now
+        # Ids are made here, so the rows go to the database with the caller's next flush (the audit record's).
+        user_message = Message(id=new_id(), conversation_id=conversation.id, role="user", content=question,
+                               status="complete", created_at=asked_at, finished_at=asked_at)
+        answer = Message(id=new_id(), conversation_id=conversation.id, role="assistant", content="", status="pending",
+                         created_at=asked_at + timedelta(microseconds=1))
+        session.add_all([user_message, answer])
+        return conversation, user_message, answer
 
     async def _check_rate(self, principal: Principal, policy: ChatPolicy, session: AsyncSession | None = None) -> None:
         now = self.now
@@ -171,7 +185,6 @@ class ChatService:
 
     async def _claim(self, principal: Principal, answer_id: str, context: AuditContext) -> TurnInput | AnswerView:
         """The turn to run, or the finished answer when it is not (or no longer) pending."""
-        policy = await self.policy_for(principal)
         now = self.now
         if answer_id.startswith(EPHEMERAL_PREFIX):
             raw = await self.state.take(f"chat:turn:{answer_id}")
@@ -179,6 +192,7 @@ class ChatService:
             if record is None or record.get("user_id") != principal.user_id:
                 raise ChatNotFound("This answer is no longer available: with zero retention nothing is kept.")
             async with self.runtime.db() as session:
+                policy = await chat_policy(session, self.runtime.settings, principal)
                 access = await retrieval_filter(session, principal, now)
             return TurnInput(answer_id=answer_id, principal=principal, question=str(record["question"]), history=[],
                              policy=policy, access=access, context=context, ephemeral=True)
@@ -201,12 +215,13 @@ class ChatService:
                     .limit(HISTORY_TURNS + 1)
                 )
             ).scalars().all()
+            policy = await chat_policy(session, self.runtime.settings, principal)
             access = await retrieval_filter(session, principal, now)
         if interrupted:
             return await self._mark_interrupted(principal, message.id, context)
         if not earlier or earlier[0].role != "user":
             raise ChatNotFound("The question of this answer is missing.")
-        beat_in_transaction = isinstance(self.state, DatabaseState)
+        beat_in_transaction = self.state.joins_transactions
         async with transaction(self.runtime.db) as session:
             claimed = await session.execute(
                 update(Message).where(Message.id == message.id, Message.status == "pending").values(status="streaming")

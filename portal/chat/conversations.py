@@ -48,13 +48,16 @@ async def owned_conversation(session: AsyncSession, user_id: str, conversation_i
 
 
 async def owned_message(session: AsyncSession, user_id: str, message_id: str) -> tuple[Message, Conversation]:
-    message = await session.get(Message, message_id)
-    if message is None:
+    row = (
+        await session.execute(
+            select(Message, Conversation)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Message.id == message_id)
+        )
+    ).one_or_none()
+    if row is None or row[1].user_id != user_id:
         raise ChatNotFound("That answer does not exist, or it is not yours.")
-    conversation = await session.get(Conversation, message.conversation_id)
-    if conversation is None or conversation.user_id != user_id:
-        raise ChatNotFound("That answer does not exist, or it is not yours.")
-    return message, conversation
+    return row[0], row[1]
 
 
 async def conversation_messages(session: AsyncSession, conversation_id: str) -> Sequence[Message]:

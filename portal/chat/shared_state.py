@@ -28,6 +28,11 @@ class SharedState(Protocol):
         transaction instead of two); other stores ignore it."""
         ...
 
+    @property
+    def joins_transactions(self) -> bool:
+        """True when `session` arguments are used: the state lives in the database and joins its units of work."""
+        ...
+
     async def put(self, key: str, value: bytes, ttl: timedelta) -> None: ...
     async def put_many(
         self, keys: list[str], value: bytes, ttl: timedelta, session: AsyncSession | None = None
@@ -60,6 +65,10 @@ class DatabaseState:
         self._db = db
         self._clock = clock
 
+    @property
+    def joins_transactions(self) -> bool:
+        return True
+
     async def count_in_window(
         self, key: str, window_start: datetime, window: timedelta, session: AsyncSession | None = None
     ) -> int:
@@ -74,10 +83,12 @@ class DatabaseState:
             index_elements=["key", "window_start"], set_={"count": RateCounter.count + 1}
         ).returning(RateCounter.count)
         count = int((await session.execute(statement)).scalar_one())
-        # Old windows are useless; dropping them here keeps the table at one row per active person.
-        await session.execute(
-            delete(RateCounter).where(RateCounter.key == key, RateCounter.window_start < window_start - window)
-        )
+        if count == 1:
+            # A new window began: the old ones are useless, and dropping them now keeps the table at one row per
+            # active person (once per window, not on every question).
+            await session.execute(
+                delete(RateCounter).where(RateCounter.key == key, RateCounter.window_start < window_start - window)
+            )
         return count
 
     async def put(self, key: str, value: bytes, ttl: timedelta) -> None:
@@ -149,6 +160,10 @@ class RedisState:
         from portal.redis_client import redis_client
 
         self._redis = redis_client(url)
+
+    @property
+    def joins_transactions(self) -> bool:
+        return False
 
     async def count_in_window(
         self, key: str, window_start: datetime, window: timedelta, session: AsyncSession | None = None

@@ -29,7 +29,7 @@ from portal.principal import Principal
 from portal.runtime import Runtime
 from rag.embed import Embedder, Vectors
 from rag.llm import LLMClient, LLMError, LLMTimeout, StreamUsage
-from rag.prompt import PromptPlan, PromptTooLong, Turn, build_prompt, cited_numbers
+from rag.prompt import PromptPlan, PromptTooLong, Turn, build_prompt, cited_numbers, texts_to_count_early
 from rag.retrieve import Retriever
 from rag.types import AccessFilter, SearchHit
 
@@ -116,44 +116,50 @@ def _sources(passages: list[SearchHit], cited: set[int]) -> list[SourceView]:
 
 
 class EarlyQueryVectors:
-    """Question embeddings started when the question is saved, taken by the answer's stream moments later.
+    """Question embeddings started when a question arrives, taken by its answer's stream moments later.
 
-    Only a head start for the process that saved the question: the stream may be served by another process,
-    which then embeds the question itself, so nothing depends on what is here. Unclaimed entries are dropped after
-    a minute, and at most `limit` are kept.
+    Keyed by the question's text (the vector depends on nothing else). Only a head start for the process that took
+    the question: the stream may be served by another process, which then embeds the question itself, so nothing
+    depends on what is here. Unclaimed entries are dropped after a minute, and at most `limit` are kept.
     """
 
     def __init__(self, limit: int = 256, max_age_s: float = 60.0) -> None:
         self._limit, self._max_age_s = limit, max_age_s
-        self._pending: dict[str, tuple[float, str, asyncio.Task[Vectors]]] = {}
+        self._pending: dict[str, tuple[float, asyncio.Task[Vectors]]] = {}
 
-    def start(self, answer_id: str, question: str, embedder: Embedder) -> None:
+    def start(self, question: str, embedder: Embedder) -> None:
         now = time.monotonic()
-        for key in [k for k, (at, _q, _t) in self._pending.items() if now - at > self._max_age_s]:
-            self._drop(key)
+        for key in [k for k, (at, _t) in self._pending.items() if now - at > self._max_age_s]:
+            self.drop(key)
+        if question in self._pending:
+            return  # the same words asked twice at once: one embedding serves the first stream, the other embeds
         while len(self._pending) >= self._limit:
-            self._drop(next(iter(self._pending)))
-        task = asyncio.create_task(embedder.aembed_query(question), name=f"chat-embed-{answer_id}")
+            self.drop(next(iter(self._pending)))
+        task = asyncio.create_task(embedder.aembed_query(question), name="chat-embed-early")
         task.add_done_callback(_consume_exception)
-        self._pending[answer_id] = (now, question, task)
+        self._pending[question] = (now, task)
 
-    async def take(self, answer_id: str, question: str) -> Vectors | None:
-        """The early embedding of this answer's question, or None (not started here, or it failed)."""
-        entry = self._pending.pop(answer_id, None)
-        if entry is None or entry[1] != question:
+    async def take(self, question: str) -> Vectors | None:
+        """The early embedding of this question, or None (not started here, or it failed)."""
+        entry = self._pending.pop(question, None)
+        if entry is None:
             return None
         try:
-            return await entry[2]
+            return await entry[1]
         except Exception:  # noqa: BLE001 - the retriever embeds the question itself and reports any failure
             return None
 
     def clear(self) -> None:
         for key in list(self._pending):
-            self._drop(key)
+            self.drop(key)
 
-    def _drop(self, answer_id: str) -> None:
-        _at, _question, task = self._pending.pop(answer_id)
-        task.cancel()
+    def drop(self, question: str) -> None:
+        entry = self._pending.pop(question, None)
+        if entry is not None:
+            entry[1].cancel()
+
+    def __len__(self) -> int:
+        return len(self._pending)
 
 
 def _consume_exception(task: asyncio.Task[Any]) -> None:
@@ -168,11 +174,14 @@ class TurnRunner:
         self._watcher: asyncio.Task[None] | None = None
         self._early_vectors = EarlyQueryVectors()
 
-    def embed_early(self, answer_id: str, question: str) -> None:
-        """Start embedding a question as soon as it is saved, while the page opens the answer's stream."""
+    def embed_early(self, question: str) -> None:
+        """Start embedding a question as soon as it arrives, while it is saved and the page opens its stream."""
         embedder = self.runtime.embedder
         if embedder is not None:
-            self._early_vectors.start(answer_id, question, embedder)
+            self._early_vectors.start(question, embedder)
+
+    def drop_early(self, question: str) -> None:
+        self._early_vectors.drop(question)
 
     def local_stop(self, answer_id: str) -> asyncio.Event:
         event = self._stops.setdefault(answer_id, asyncio.Event())
@@ -240,7 +249,7 @@ class TurnRunner:
         if runtime.store is None:
             raise ConnectionError("vector store not open")
         embedder = await runtime.wait_for_embedder(timeout=EMBEDDER_WAIT_S)
-        vector = await self._early_vectors.take(turn.answer_id, turn.question)
+        vector = await self._early_vectors.take(turn.question)
         hits = await Retriever(embedder, runtime.store).search(
             turn.question, turn.access, top_k=runtime.settings.chat_top_k, query_vector=vector
         )
@@ -259,7 +268,7 @@ class TurnRunner:
         started = time.monotonic()
         # Count the question's tokens (a round trip to the model server) while the passages are searched: the
         # prompt budget then finds the count cached.
-        counting = asyncio.create_task(self.llm.tokens.count_many([turn.question, *(t.content for t in turn.history)]))
+        counting = asyncio.create_task(self.llm.tokens.count_many(texts_to_count_early(turn.question, turn.history)))
         counting.add_done_callback(_consume_exception)
         try:
             outcome.hits = await self._retrieve(turn)

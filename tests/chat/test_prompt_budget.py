@@ -7,7 +7,16 @@ from collections.abc import Sequence
 
 import pytest
 
-from rag.prompt import MESSAGE_OVERHEAD_TOKENS, PromptTooLong, Turn, build_prompt, cited_numbers, load_template
+from rag.prompt import (
+    MESSAGE_OVERHEAD_TOKENS,
+    PromptTooLong,
+    Turn,
+    build_prompt,
+    cited_numbers,
+    format_source,
+    load_template,
+    texts_to_count_early,
+)
 from rag.types import SearchHit
 
 
@@ -68,3 +77,20 @@ async def test_question_too_long_for_the_window() -> None:
 def test_cited_numbers() -> None:
     assert cited_numbers("Wash hands [1]. Use rub [2, 3]; see [12].") == {1, 2, 3, 12}
     assert cited_numbers("no citations [a] here") == set()
+
+
+async def test_the_early_count_covers_everything_but_the_passages() -> None:
+    """The chat counts these while the passages are searched; the prompt must then need only the passages counted."""
+    history = [Turn("user", "earlier question"), Turn("assistant", "earlier answer"), Turn("user", "lone turn")]
+    early = set(texts_to_count_early("  What now?  ", history))
+    counted: list[str] = []
+
+    async def recording(texts: Sequence[str]) -> list[int]:
+        counted.extend(texts)
+        return await count_words(texts)
+
+    hits = [hit(1, 40, 0.9), hit(2, 40, 0.8)]
+    await build_prompt("  What now?  ", hits, history, recording, context_window=4096, answer_tokens=256)
+    passages = {format_source(0, h) for h in hits}
+    assert set(counted) - passages == early
+    assert not early & passages

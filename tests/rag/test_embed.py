@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from rag.embed import Embedder, EmbedderConfig, load_embedder
+from rag.embed import QUERY_AGREEMENT, Embedder, EmbedderConfig, load_embedder
 from rag.errors import EmbedderError
 
 
@@ -36,7 +37,8 @@ def test_vectors_are_normalised_and_semantic(embedder: Embedder) -> None:
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
     assert embedder.embed_documents([]).shape == (0, 384)
-    assert np.allclose(embedder.embed_query("Tax form"), vectors[2], atol=1e-5)
+    # The question path may run in bfloat16 (see rag.embed.QUERY_AGREEMENT): the same vector to within that.
+    assert float(embedder.embed_query("Tax form") @ vectors[2]) > QUERY_AGREEMENT[embedder.query_precision]
 
 
 async def test_async_embedding_runs_off_the_event_loop(embedder: Embedder) -> None:
@@ -125,19 +127,28 @@ def test_openai_backend_refuses_an_unreachable_endpoint() -> None:
         )
 
 
-def test_the_traced_query_path_gives_the_models_own_embedding() -> None:
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_traced_query_path_gives_the_models_own_embedding(precision: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The query path (a TorchScript trace, run without the GIL) must agree with SentenceTransformer.encode for
-    questions of any length, including ones longer than the model's window."""
+    questions of any length, including ones longer than the model's window, in either precision the load-time
+    timing may choose (here the choice is made for the test, not timed)."""
     from rag.embed import EmbedderConfig, SentenceTransformerEmbedder
 
+    def choose(usable: list[tuple[float, str, Any]]) -> tuple[str, Any]:
+        (graph,) = [graph for _seconds, name, graph in usable if name == precision]
+        return precision, graph
+
+    monkeypatch.setattr(SentenceTransformerEmbedder, "_choose", staticmethod(choose))
     embedder = SentenceTransformerEmbedder(EmbedderConfig())
     assert embedder.prepare_query_path() is True
+    assert embedder.query_precision == precision
     for question in ("dose?", "How long must staff wash their hands before patient contact?",
-                     "Ünïcödé question with emoji 😀 " * 5, "word " * 400):
+                     "Ünïcödé question with emoji 😀 " * 5, "word " * 400,
+                     "Quelle est la politique de confidentialité des élèves ?", "こんにちは、学校の方針について教えてください"):
         traced = embedder.embed_query(question)
         eager = embedder.embed_documents([question])[0]
         assert traced.shape == eager.shape == (embedder.dim,)
-        assert float(np.dot(traced, eager)) > 0.9999
+        assert float(np.dot(traced, eager)) > QUERY_AGREEMENT[precision]
         assert abs(float(np.linalg.norm(traced)) - 1.0) < 1e-5
 
 
