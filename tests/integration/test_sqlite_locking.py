@@ -6,7 +6,9 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 
 from portal.db.engine import make_engine, make_session_factory, transaction
 
@@ -83,3 +85,68 @@ async def test_concurrent_units_of_work_serialise_without_errors(tmp_path: Path)
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_writers_of_one_process_queue_in_order_before_reaching_sqlite(tmp_path: Path) -> None:
+    """In-process writers wait on the portal's write queue (in arrival order), never in SQLite's sleeping busy
+    handler: at most one of them has begun in SQLite at any moment, and all of them commit."""
+    path = tmp_path / "queue.db"
+    await _table(path)
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    checked_out = 0
+    most_checked_out = 0
+
+    def on_checkout(*_args: object) -> None:
+        nonlocal checked_out, most_checked_out
+        checked_out += 1
+        most_checked_out = max(most_checked_out, checked_out)
+
+    def on_checkin(*_args: object) -> None:
+        nonlocal checked_out
+        checked_out -= 1
+
+    # A writer waiting in SQLite holds a connection (and has sent BEGIN IMMEDIATE); one waiting on the queue holds
+    # none: so at most one connection may be out at any moment.
+    event.listen(engine.sync_engine, "checkout", on_checkout)
+    event.listen(engine.sync_engine, "checkin", on_checkin)
+    order: list[int] = []
+
+    async def writer(n: int) -> None:
+        async with transaction(make_session_factory(engine)) as session:
+            order.append(n)
+            await session.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+            await asyncio.sleep(0.002)  # other writers arrive while this one holds the lock
+
+    try:
+        tasks = []
+        for n in range(30):
+            tasks.append(asyncio.create_task(writer(n)))
+            await asyncio.sleep(0)  # each task reaches the queue before the next is made
+        await asyncio.gather(*tasks)
+        assert most_checked_out == 1
+        assert order == list(range(30))
+        async with make_session_factory(engine)() as session:
+            assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 31
+    finally:
+        await engine.dispose()
+
+
+async def test_a_writer_that_waits_too_long_fails_clearly_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from portal.db import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "SQLITE_WRITE_WAIT_S", 0.2)
+    path = tmp_path / "wait.db"
+    await _table(path)
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    factory = make_session_factory(engine)
+    try:
+        async with transaction(factory):
+            with pytest.raises(OperationalError, match="database is locked"):
+                async with transaction(factory) as second:
+                    await second.execute(text("INSERT INTO t VALUES (9)"))
+        async with factory() as session:
+            assert (await session.execute(text("SELECT count(*) FROM t WHERE n = 9"))).scalar_one() == 0
+    finally:
+        await engine.dispose()
