@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,7 +22,16 @@ from portal.audit import AuditContext, append_audit
 from portal.chat.conversations import ChatNotFound, owned_conversation, owned_message, title_from_question
 from portal.chat.policy import RATE_WINDOW, ChatPolicy, chat_policy
 from portal.chat.shared_state import SharedState
-from portal.chat.turns import INTERRUPTED, ChatEvent, DoneEvent, TokenEvent, TurnInput, TurnRunner, live_key
+from portal.chat.turns import (
+    INTERRUPTED,
+    ChatEvent,
+    DoneEvent,
+    PreparedTurn,
+    TokenEvent,
+    TurnInput,
+    TurnRunner,
+    live_key,
+)
 from portal.chat.views import AnswerView, ReadableDocuments, stored_answer_view
 from portal.db.base import new_id
 from portal.db.engine import transaction
@@ -31,6 +40,7 @@ from portal.principal import Principal
 from portal.runtime import Runtime
 from rag.llm import LLMClient
 from rag.prompt import Turn
+from rag.types import SearchHit
 
 MAX_QUESTION_CHARS = 4000
 HISTORY_TURNS = 12  # the most recent turns offered to the prompt budget
@@ -74,6 +84,27 @@ def _coalesce_tokens(
             return TokenEvent("".join(texts)), [following]
         texts.append(following.text)
     return TokenEvent("".join(texts)), []
+
+
+async def _earlier_messages(session: AsyncSession, conversation_id: str, before: datetime) -> Sequence[Message]:
+    """The turns before an answer, newest first: its question, then up to HISTORY_TURNS earlier turns."""
+    return (
+        await session.execute(
+            select(Message)
+            .where(Message.conversation_id == conversation_id, Message.created_at < before)
+            .order_by(Message.created_at.desc())
+            .limit(HISTORY_TURNS + 1)
+        )
+    ).scalars().all()
+
+
+def _history(earlier: Sequence[Message]) -> list[Turn]:
+    """Prompt history, oldest first, from earlier turns newest first (answers that failed or are empty left out)."""
+    return [
+        Turn(role="user" if m.role == "user" else "assistant", content=m.content)
+        for m in reversed(earlier)
+        if m.content and m.status in ("complete", "incomplete")
+    ]
 
 
 def _minute_start(now: datetime) -> datetime:
@@ -145,7 +176,31 @@ class ChatService:
             # After the unit of work: a database-held store writes in its own transaction.
             await self.state.put(f"chat:turn:{token}", record, EPHEMERAL_TTL)
             return AskResult(answer_id=token, conversation_id=None, ephemeral=True)
+        # While the page opens the answer's stream, work out what the answer needs (a head start for this process;
+        # a stream served elsewhere works it out itself).
+        self.runner.prepared.start(answer.id, self._prepare(principal, question, conversation.id, answer.created_at,
+                                                            policy, new_conversation=not conversation_id))
         return AskResult(answer_id=answer.id, conversation_id=conversation.id)
+
+    async def _prepare(
+        self, principal: Principal, question: str, conversation_id: str, answer_created_at: datetime,
+        policy: ChatPolicy, *, new_conversation: bool,
+    ) -> PreparedTurn:
+        async with self.runtime.db() as session:
+            if new_conversation:
+                history: list[Turn] = []
+            else:
+                history = _history((await _earlier_messages(session, conversation_id, answer_created_at))[1:])
+            access = await retrieval_filter(session, principal, self.now)
+        # Warms the token-count cache for the prompt; not waited for (the model server may be slow or down: the
+        # turn then counts, or fails, by itself).
+        self._track(asyncio.create_task(self.runner.count_prompt_frame(question, history), name="chat-count-early"))
+        try:
+            hits: list[SearchHit] | None = await self.runner.search_passages(question, access)
+        except Exception:  # noqa: BLE001 - the stream searches again and tells the person if it fails there too
+            hits = None
+        return PreparedTurn(user_id=principal.user_id, roles=principal.roles, question=question, history=history,
+                            policy=policy, access=access, conversation_id=conversation_id, hits=hits)
 
     @staticmethod
     async def _add_turn(
@@ -196,6 +251,11 @@ class ChatService:
                 access = await retrieval_filter(session, principal, now)
             return TurnInput(answer_id=answer_id, principal=principal, question=str(record["question"]), history=[],
                              policy=policy, access=access, context=context, ephemeral=True)
+        prepared = self.runner.prepared.take(answer_id)
+        if prepared is not None:
+            turn = await self._claim_prepared(principal, answer_id, context, prepared)
+            if turn is not None:
+                return turn
         # Everything the turn needs is read first; the write lock is then held for the one claiming UPDATE only.
         async with self.runtime.db() as session:
             message, conversation = await owned_message(session, principal.user_id, answer_id)
@@ -207,44 +267,79 @@ class ChatService:
                 return await self._finished_view(session, principal, message)
             else:
                 interrupted = False
-            earlier = (
-                await session.execute(
-                    select(Message)
-                    .where(Message.conversation_id == conversation.id, Message.created_at < message.created_at)
-                    .order_by(Message.created_at.desc())
-                    .limit(HISTORY_TURNS + 1)
-                )
-            ).scalars().all()
+            earlier = await _earlier_messages(session, conversation.id, message.created_at)
             policy = await chat_policy(session, self.runtime.settings, principal)
             access = await retrieval_filter(session, principal, now)
         if interrupted:
             return await self._mark_interrupted(principal, message.id, context)
         if not earlier or earlier[0].role != "user":
             raise ChatNotFound("The question of this answer is missing.")
-        beat_in_transaction = self.state.joins_transactions
-        async with transaction(self.runtime.db) as session:
-            claimed = await session.execute(
-                update(Message).where(Message.id == message.id, Message.status == "pending").values(status="streaming")
-            )
-            if beat_in_transaction and claimed.rowcount == 1:  # type: ignore[attr-defined]
-                # The first heartbeat in the same unit of work: claimed and live are seen together.
-                await self.state.put_many([live_key(answer_id)], b"1", self.runner.live_ttl, session)
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        if not await self._claim_pending(answer_id, principal.user_id):
             # Another window or process claimed it between our read and our update.
             async with self.runtime.db() as session:
                 message, _conversation = await owned_message(session, principal.user_id, answer_id)
                 return await self._finished_view(session, principal, message)
-        if not beat_in_transaction:
-            # The first heartbeat, off the critical path (the runner's watcher renews it every few seconds).
-            self._track(asyncio.create_task(self.runner.beat([answer_id]), name=f"chat-beat-{answer_id}"))
         question = earlier[0].content
-        history = [
-            Turn(role="user" if m.role == "user" else "assistant", content=m.content)
-            for m in reversed(earlier[1:])
-            if m.content and m.status in ("complete", "incomplete")
-        ]
+        history = _history(earlier[1:])
         return TurnInput(answer_id=answer_id, principal=principal, question=question, history=history, policy=policy,
                          access=access, context=context, ephemeral=False, conversation_id=conversation.id)
+
+    async def _claim_pending(self, answer_id: str, user_id: str) -> bool:
+        """Mark the person's own pending answer as being written here: one UPDATE, with the first heartbeat in the
+        same unit of work where shared state lives in the database. False: not theirs, or not pending (any more)."""
+        beat_in_transaction = self.state.joins_transactions
+        owned = select(Conversation.id).where(Conversation.user_id == user_id)
+        async with transaction(self.runtime.db) as session:
+            claimed = await session.execute(
+                update(Message)
+                .where(Message.id == answer_id, Message.role == "assistant", Message.status == "pending",
+                       Message.conversation_id.in_(owned))
+                .values(status="streaming")
+            )
+            won = claimed.rowcount == 1  # type: ignore[attr-defined]
+            if beat_in_transaction and won:
+                # Claimed and live are seen together.
+                await self.state.put_many([live_key(answer_id)], b"1", self.runner.live_ttl, session)
+        if won and not beat_in_transaction:
+            # The first heartbeat, off the critical path (the runner's watcher renews it every few seconds).
+            self._track(asyncio.create_task(self.runner.beat([answer_id]), name=f"chat-beat-{answer_id}"))
+        return won
+
+    async def _claim_prepared(
+        self, principal: Principal, answer_id: str, context: AuditContext, prepared: asyncio.Task[PreparedTurn]
+    ) -> TurnInput | None:
+        """The fast way to a turn, when this process saved the question: claim it while its preparation finishes.
+        None: use the ordinary way (not claimable here and now, or the preparation does not fit this person)."""
+        claiming = asyncio.create_task(self._claim_pending(answer_id, principal.user_id))
+        try:
+            ready: PreparedTurn | None = await prepared
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this stream is being cancelled, not just the preparation (shutdown)
+            ready = None
+        except Exception:  # noqa: BLE001 - preparing is only a head start
+            ready = None
+        if not await claiming:
+            return None
+        if ready is None or not ready.fits(principal):
+            # Claimed, but what was prepared is not for this person's current roles: work it out now.
+            return await self._turn_for_claimed(principal, answer_id, context)
+        return TurnInput(answer_id=answer_id, principal=principal, question=ready.question, history=ready.history,
+                         policy=ready.policy, access=ready.access, context=context, ephemeral=False,
+                         conversation_id=ready.conversation_id, hits=ready.hits)
+
+    async def _turn_for_claimed(self, principal: Principal, answer_id: str, context: AuditContext) -> TurnInput:
+        async with self.runtime.db() as session:
+            message, conversation = await owned_message(session, principal.user_id, answer_id)
+            earlier = await _earlier_messages(session, conversation.id, message.created_at)
+            policy = await chat_policy(session, self.runtime.settings, principal)
+            access = await retrieval_filter(session, principal, self.now)
+        if not earlier or earlier[0].role != "user":
+            raise ChatNotFound("The question of this answer is missing.")
+        return TurnInput(answer_id=answer_id, principal=principal, question=earlier[0].content,
+                         history=_history(earlier[1:]), policy=policy, access=access, context=context,
+                         ephemeral=False, conversation_id=conversation.id)
 
     async def end_interrupted_answers(self, principal: Principal, conversation_id: str, context: AuditContext) -> None:
         """Before a conversation is shown: answers left `streaming` by a process that stopped become failed

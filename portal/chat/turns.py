@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -94,6 +94,8 @@ class TurnInput:
     context: AuditContext
     ephemeral: bool
     conversation_id: str | None = None
+    # Passages already found for this turn (see PreparedTurn); None: the turn searches for them itself.
+    hits: list[SearchHit] | None = None
 
 
 @dataclass
@@ -162,6 +164,66 @@ class EarlyQueryVectors:
         return len(self._pending)
 
 
+@dataclass(frozen=True)
+class PreparedTurn:
+    """What an answer needs before the model is called (history, policy, access filter, passages), worked out by
+    the process that saved the question while the page opens the answer's stream. Used only by a stream of the same
+    person, with the same roles, served by the same process; anything else works the turn out afresh."""
+
+    user_id: str
+    roles: frozenset[str]
+    question: str
+    history: list[Turn]
+    policy: ChatPolicy
+    access: AccessFilter
+    conversation_id: str
+    hits: list[SearchHit] | None  # None: the search failed here; the stream searches again and reports a failure
+
+    def fits(self, principal: Principal) -> bool:
+        return principal.user_id == self.user_id and principal.roles == self.roles
+
+
+class PreparedTurns:
+    """Preparations in flight, by answer id: taken once by the answer's stream, dropped after `max_age_s`."""
+
+    def __init__(self, limit: int = 256, max_age_s: float = 10.0) -> None:
+        self._limit, self._max_age_s = limit, max_age_s
+        self._pending: dict[str, tuple[float, asyncio.Task[PreparedTurn]]] = {}
+
+    def start(self, answer_id: str, work: Coroutine[Any, Any, PreparedTurn]) -> None:
+        now = time.monotonic()
+        for key in [k for k, (at, _t) in self._pending.items() if now - at > self._max_age_s]:
+            self._drop(key)
+        while len(self._pending) >= self._limit:
+            self._drop(next(iter(self._pending)))
+        task = asyncio.create_task(work, name=f"chat-prepare-{answer_id}")
+        task.add_done_callback(_consume_exception)
+        self._pending[answer_id] = (now, task)
+
+    def peek(self, answer_id: str) -> asyncio.Task[PreparedTurn] | None:
+        entry = self._pending.get(answer_id)
+        return entry[1] if entry is not None else None
+
+    def take(self, answer_id: str) -> asyncio.Task[PreparedTurn] | None:
+        entry = self._pending.pop(answer_id, None)
+        if entry is None or time.monotonic() - entry[0] > self._max_age_s:
+            if entry is not None:
+                entry[1].cancel()
+            return None
+        return entry[1]
+
+    def clear(self) -> None:
+        for key in list(self._pending):
+            self._drop(key)
+
+    def _drop(self, answer_id: str) -> None:
+        _at, task = self._pending.pop(answer_id)
+        task.cancel()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
 def _consume_exception(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved here so an unclaimed failure is not reported as never retrieved
@@ -173,6 +235,7 @@ class TurnRunner:
         self._stops: dict[str, asyncio.Event] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._early_vectors = EarlyQueryVectors()
+        self.prepared = PreparedTurns()
 
     def embed_early(self, question: str) -> None:
         """Start embedding a question as soon as it arrives, while it is saved and the page opens its stream."""
@@ -191,6 +254,7 @@ class TurnRunner:
 
     async def close(self) -> None:
         self._early_vectors.clear()
+        self.prepared.clear()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(BaseException):
@@ -244,14 +308,22 @@ class TurnRunner:
         finally:
             self._stops.pop(turn.answer_id, None)
 
-    async def _retrieve(self, turn: TurnInput) -> list[SearchHit]:
+    async def search_passages(self, question: str, access: AccessFilter) -> list[SearchHit]:
+        """The passages for a question, current versions only, limited to `access`. Raises when the store or the
+        embedder fails."""
+        started = time.monotonic()
+        hits = await self._retrieve(question, access)
+        RETRIEVAL_LATENCY.observe(time.monotonic() - started)
+        return hits
+
+    async def _retrieve(self, question: str, access: AccessFilter) -> list[SearchHit]:
         runtime = self.runtime
         if runtime.store is None:
             raise ConnectionError("vector store not open")
         embedder = await runtime.wait_for_embedder(timeout=EMBEDDER_WAIT_S)
-        vector = await self._early_vectors.take(turn.question)
+        vector = await self._early_vectors.take(question)
         hits = await Retriever(embedder, runtime.store).search(
-            turn.question, turn.access, top_k=runtime.settings.chat_top_k, query_vector=vector
+            question, access, top_k=runtime.settings.chat_top_k, query_vector=vector
         )
         if not hits:
             return hits
@@ -263,16 +335,21 @@ class TurnRunner:
             versions: dict[str, int] = {row.id: row.version for row in rows.all()}
         return [hit for hit in hits if versions.get(hit.document_id) == hit.document_version]
 
+    async def count_prompt_frame(self, question: str, history: list[Turn]) -> None:
+        """Warm the token-count cache with what the prompt budget will count besides the passages. Never raises:
+        a count that fails here is made (or estimated) again when the prompt is built."""
+        with contextlib.suppress(Exception):
+            await self.llm.tokens.count_many(texts_to_count_early(question, history))
+
     async def _generate(self, turn: TurnInput, stop: asyncio.Event, outcome: TurnOutcome) -> AsyncGenerator[str, None]:
         settings = self.runtime.settings
         started = time.monotonic()
         # Count the question's tokens (a round trip to the model server) while the passages are searched: the
         # prompt budget then finds the count cached.
-        counting = asyncio.create_task(self.llm.tokens.count_many(texts_to_count_early(turn.question, turn.history)))
+        counting = asyncio.create_task(self.count_prompt_frame(turn.question, turn.history))
         counting.add_done_callback(_consume_exception)
         try:
-            outcome.hits = await self._retrieve(turn)
-            RETRIEVAL_LATENCY.observe(time.monotonic() - started)
+            outcome.hits = turn.hits if turn.hits is not None else await self.search_passages(turn.question, turn.access)
         except Exception as exc:  # noqa: BLE001 - any store or embedder failure is the same fault to the person
             counting.cancel()
             log.warning("chat_retrieval_failed", error=type(exc).__name__)

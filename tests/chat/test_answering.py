@@ -13,7 +13,7 @@ from sqlalchemy import delete, func, select, update
 
 from portal.audit import AuditContext
 from portal.chat.answering import RateLimited
-from portal.chat.conversations import citations_by_message
+from portal.chat.conversations import ChatNotFound, citations_by_message
 from portal.chat.turns import (
     INTERRUPTED,
     LLM_DOWN,
@@ -28,6 +28,7 @@ from portal.chat.turns import (
 from portal.chat.views import ReadableDocuments, stored_answer_view
 from portal.db.engine import transaction
 from portal.db.models import AuditEvent, CollectionAccess, Conversation, KeyValue, Message, RetentionPolicy
+from portal.principal import Principal
 from tests.chat.helpers import add_person, sample_library
 from tests.conftest import free_port
 
@@ -420,3 +421,60 @@ async def test_shutdown_cuts_off_answers_still_waiting_and_keeps_them_as_incompl
     async with env.runtime.db() as session:
         stored = await session.get(Message, asked.answer_id)
         assert stored is not None and stored.status == "incomplete" and stored.finished_at is not None
+
+
+async def _prepared(env: Any, answer_id: str) -> Any:
+    """Wait for the preparation this process started when the question was saved."""
+    task = env.chat.runner.prepared.peek(answer_id)
+    assert task is not None, "saving a question starts preparing its answer"
+    return await task
+
+
+async def test_the_stream_uses_what_was_prepared_while_the_page_opened_it(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env(llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
+    hygiene, _algebra = await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    ready = await _prepared(env, asked.answer_id)
+    assert ready.hits and {h.document_id for h in ready.hits} == {hygiene.document_id}
+    assert ready.history == [] and ready.conversation_id == asked.conversation_id
+    assert env.runtime.store is not None
+    await env.runtime.store.close()  # a search now would fail: the passages can only come from the preparation
+    done = (await collect(env.chat.stream(nurse, asked.answer_id, CTX)))[-1].answer
+    assert done.notice == LLM_DOWN and {s.document_id for s in done.sources} == {hygiene.document_id}
+    assert len(env.chat.runner.prepared) == 0  # taken once
+    env.runtime.store = None
+
+
+async def test_a_preparation_is_not_used_once_the_persons_roles_changed(make_chat_env: Callable[..., Any]) -> None:
+    """Prepared as a nurse, streamed after the identity provider made them a teacher: the passages come from what a
+    teacher may read, never from the nurse-time preparation."""
+    env = await make_chat_env(llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
+    hygiene, algebra = await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION + " Algebra, equations, soap.", None, CTX)
+    ready = await _prepared(env, asked.answer_id)
+    assert ready.hits and {h.document_id for h in ready.hits} == {hygiene.document_id}
+    now_teacher = Principal(user_id=nurse.user_id, display_name=nurse.display_name, email=nurse.email,
+                            roles=frozenset({"teacher"}), session_hash=nurse.session_hash)
+    done = (await collect(env.chat.stream(now_teacher, asked.answer_id, CTX)))[-1].answer
+    assert done.sources and {s.document_id for s in done.sources} == {algebra.document_id}
+    async with env.runtime.db() as session:
+        audit = (await session.execute(select(AuditEvent).where(AuditEvent.action == "chat.answer"))).scalar_one()
+    assert hygiene.document_id not in audit.detail["retrieved_document_ids"]
+
+
+async def test_someone_elses_stream_neither_claims_nor_uses_a_preparation(make_chat_env: Callable[..., Any]) -> None:
+    env = await make_chat_env(llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    other = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    await _prepared(env, asked.answer_id)
+    with pytest.raises(ChatNotFound):
+        await collect(env.chat.stream(other, asked.answer_id, CTX))
+    stored = await messages_of(env, asked.conversation_id)
+    assert stored[1].status == "pending" and stored[1].content == ""
+    # The owner's stream still answers (the ordinary way: the preparation was spent on the refused attempt).
+    done = (await collect(env.chat.stream(nurse, asked.answer_id, CTX)))[-1].answer
+    assert done.notice == LLM_DOWN and done.sources
