@@ -300,7 +300,9 @@ class ChatService:
             if beat_in_transaction and won:
                 # Claimed and live are seen together.
                 await self.state.put_many([live_key(answer_id)], b"1", self.runner.live_ttl, session)
-        if won and not beat_in_transaction:
+        if won and beat_in_transaction:
+            self.runner.beaten([answer_id])
+        elif won:
             # The first heartbeat, off the critical path (the runner's watcher renews it every few seconds).
             self._track(asyncio.create_task(self.runner.beat([answer_id]), name=f"chat-beat-{answer_id}"))
         return won

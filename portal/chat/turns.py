@@ -236,6 +236,7 @@ class TurnRunner:
         self._watcher: asyncio.Task[None] | None = None
         self._early_vectors = EarlyQueryVectors()
         self.prepared = PreparedTurns()
+        self._beaten: dict[str, float] = {}  # answer id -> when its heartbeat was last written (monotonic)
 
     def embed_early(self, question: str) -> None:
         """Start embedding a question as soon as it arrives, while it is saved and the page opens its stream."""
@@ -274,7 +275,13 @@ class TurnRunner:
             for answer_id in waiting:
                 if f"chat:stop:{answer_id}" in requested and answer_id in self._stops:
                     self._stops[answer_id].set()
-            await self.beat(list(self._stops))
+            # A heartbeat lasts `live_ttl`: renew each one when a third of it is gone, not at every check. With the
+            # database holding shared state that is one write of every live answer's row, under SQLite's one lock.
+            renew_after = self.live_ttl.total_seconds() / 3
+            now = time.monotonic()
+            due = [a for a in self._stops if now - self._beaten.get(a, float("-inf")) >= renew_after]
+            if due:
+                await self.beat(due)
 
     async def beat(self, answer_ids: list[str]) -> None:
         """Tell every process these answers are being written here (see `live_key`): a missed beat is retried."""
@@ -282,6 +289,14 @@ class TurnRunner:
             await self.state.put_many([live_key(a) for a in answer_ids], b"1", self.live_ttl)
         except Exception as exc:  # noqa: BLE001
             log.warning("chat_heartbeat_failed", error=type(exc).__name__)
+            return
+        self.beaten(answer_ids)
+
+    def beaten(self, answer_ids: list[str]) -> None:
+        """Note heartbeats written now (also by a claim that wrote the first one in its own unit of work)."""
+        now = time.monotonic()
+        for answer_id in answer_ids:
+            self._beaten[answer_id] = now
 
     @property
     def live_ttl(self) -> timedelta:
@@ -307,6 +322,7 @@ class TurnRunner:
             yield DoneEvent(view)
         finally:
             self._stops.pop(turn.answer_id, None)
+            self._beaten.pop(turn.answer_id, None)
 
     async def search_passages(self, question: str, access: AccessFilter) -> list[SearchHit]:
         """The passages for a question, current versions only, limited to `access`. Raises when the store or the

@@ -478,3 +478,43 @@ async def test_someone_elses_stream_neither_claims_nor_uses_a_preparation(make_c
     # The owner's stream still answers (the ordinary way: the preparation was spent on the refused attempt).
     done = (await collect(env.chat.stream(nurse, asked.answer_id, CTX)))[-1].answer
     assert done.notice == LLM_DOWN and done.sources
+
+
+async def test_heartbeats_are_renewed_before_they_lapse_but_not_at_every_check(
+    make_chat_env: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stop requests are looked for every 0.05 s here; the heartbeat lasts 0.6 s and is renewed when a third of it
+    is gone: never missing while the answer is written, and written far less often than the checks run."""
+    monkeypatch.setattr("portal.chat.turns.LIVE_MIN_TTL_S", 0.6)
+    env = await make_chat_env(chat_stream_sync_s=0.05, llm_max_tokens=400)
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    writes: list[list[str]] = []
+    real_put_many = env.chat.state.put_many
+
+    async def counting_put_many(keys: list[str], *args: Any, **kwargs: Any) -> None:
+        writes.append(keys)
+        await real_put_many(keys, *args, **kwargs)
+
+    monkeypatch.setattr(env.chat.state, "put_many", counting_put_many)
+    asked = await env.chat.ask(nurse, QUESTION + " Explain every step in detail.", None, CTX)
+    stream = env.chat.stream(nurse, asked.answer_id, CTX)
+    started = asyncio.get_running_loop().time()
+    try:
+        assert isinstance(await anext(stream), TokenEvent)
+        seen = 0
+        async for event in stream:
+            if not isinstance(event, TokenEvent):
+                break
+            assert await env.chat.state.get(live_key(asked.answer_id)) == b"1"
+            seen += 1
+            await asyncio.sleep(0.02)  # a slow reader keeps the answer going for a while
+            if asyncio.get_running_loop().time() - started > 1.5:
+                break
+    finally:
+        await stream.aclose()
+    elapsed = asyncio.get_running_loop().time() - started
+    checks = elapsed / 0.05
+    assert seen > 10 and elapsed > 0.8
+    beats = [keys for keys in writes if keys == [live_key(asked.answer_id)]]
+    assert 2 <= len(beats) <= checks / 2, (len(beats), checks)
