@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from portal.audit import AuditContext, append_audit
 from portal.chat.policy import ChatPolicy
@@ -436,23 +436,30 @@ class TurnRunner:
             "completion_tokens": outcome.usage.completion_tokens,
             "zero_retention": turn.ephemeral,
         }
+        # Statements only, no reads first: on SQLite this unit of work holds the one write lock, and under load every
+        # statement is a turn of a busy event loop.
         async with transaction(self.runtime.db) as session:
             if not turn.ephemeral:
-                message = await session.get(Message, turn.answer_id)
-                if message is not None:
-                    message.content, message.status, message.error = outcome.content, outcome.status, outcome.error
-                    message.model = outcome.model
-                    message.prompt_tokens = outcome.usage.prompt_tokens or (outcome.plan.prompt_tokens if outcome.plan else 0)
-                    message.completion_tokens = outcome.usage.completion_tokens
-                    message.finished_at = now
+                saved = await session.execute(
+                    update(Message)
+                    .where(Message.id == turn.answer_id)
+                    .values(content=outcome.content, status=outcome.status, error=outcome.error, model=outcome.model,
+                            prompt_tokens=outcome.usage.prompt_tokens or (outcome.plan.prompt_tokens if outcome.plan else 0),
+                            completion_tokens=outcome.usage.completion_tokens, finished_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                if saved.rowcount == 1:  # type: ignore[attr-defined] # 0: the conversation was deleted meanwhile
                     session.add_all(
-                        Citation(message_id=message.id, ordinal=s.number, chunk_id=s.chunk_id, document_id=s.document_id,
-                                 collection_id=hit.collection_id, score=hit.score, cited=s.cited)
+                        Citation(message_id=turn.answer_id, ordinal=s.number, chunk_id=s.chunk_id,
+                                 document_id=s.document_id, collection_id=hit.collection_id, score=hit.score,
+                                 cited=s.cited)
                         for s, hit in zip(sources, passages, strict=True)
                     )
-                    conversation = await session.get(Conversation, message.conversation_id)
-                    if conversation is not None:
-                        conversation.updated_at = now
+                    if turn.conversation_id is not None:
+                        await session.execute(
+                            update(Conversation).where(Conversation.id == turn.conversation_id).values(updated_at=now)
+                            .execution_options(synchronize_session=False)
+                        )
             await append_audit(
                 session, at=now, action="chat.answer", context=turn.context,
                 object_type="ephemeral_turn" if turn.ephemeral else "message",
