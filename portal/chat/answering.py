@@ -179,7 +179,8 @@ class ChatService:
         # While the page opens the answer's stream, work out what the answer needs (a head start for this process;
         # a stream served elsewhere works it out itself).
         self.runner.prepared.start(answer.id, self._prepare(principal, question, conversation.id, answer.created_at,
-                                                            policy, new_conversation=not conversation_id))
+                                                            policy, new_conversation=not conversation_id),
+                                   name=f"chat-prepare-{answer.id}")
         return AskResult(answer_id=answer.id, conversation_id=conversation.id)
 
     async def _prepare(
@@ -253,36 +254,40 @@ class ChatService:
                              policy=policy, access=access, context=context, ephemeral=True)
         prepared = self.runner.prepared.take(answer_id)
         if prepared is not None:
-            turn = await self._claim_prepared(principal, answer_id, context, prepared)
-            if turn is not None:
-                return turn
+            fast = await self._claim_prepared(principal, answer_id, context, prepared)
+            if fast is not None:
+                return fast
         # Everything the turn needs is read first; the write lock is then held for the one claiming UPDATE only.
         async with self.runtime.db() as session:
             message, conversation = await owned_message(session, principal.user_id, answer_id)
             if message.role != "assistant":
                 raise ChatNotFound("That answer does not exist, or it is not yours.")
-            if message.status == "streaming" and await self.state.get(live_key(message.id)) is None:
-                interrupted = True
-            elif message.status != "pending":
+            turn = None  # None: left streaming by a process that stopped
+            if message.status == "pending":
+                turn = await self._read_turn(session, principal, message, conversation.id, context)
+            elif message.status != "streaming" or await self.state.get(live_key(message.id)) is not None:
                 return await self._finished_view(session, principal, message)
-            else:
-                interrupted = False
-            earlier = await _earlier_messages(session, conversation.id, message.created_at)
-            policy = await chat_policy(session, self.runtime.settings, principal)
-            access = await retrieval_filter(session, principal, now)
-        if interrupted:
+        if turn is None:
             return await self._mark_interrupted(principal, message.id, context)
-        if not earlier or earlier[0].role != "user":
-            raise ChatNotFound("The question of this answer is missing.")
         if not await self._claim_pending(answer_id, principal.user_id):
             # Another window or process claimed it between our read and our update.
             async with self.runtime.db() as session:
                 message, _conversation = await owned_message(session, principal.user_id, answer_id)
                 return await self._finished_view(session, principal, message)
-        question = earlier[0].content
-        history = _history(earlier[1:])
-        return TurnInput(answer_id=answer_id, principal=principal, question=question, history=history, policy=policy,
-                         access=access, context=context, ephemeral=False, conversation_id=conversation.id)
+        return turn
+
+    async def _read_turn(
+        self, session: AsyncSession, principal: Principal, answer: Message, conversation_id: str, context: AuditContext
+    ) -> TurnInput:
+        """What a turn needs, read in the caller's session: its question and history, policy and access filter."""
+        earlier = await _earlier_messages(session, conversation_id, answer.created_at)
+        if not earlier or earlier[0].role != "user":
+            raise ChatNotFound("The question of this answer is missing.")
+        policy = await chat_policy(session, self.runtime.settings, principal)
+        access = await retrieval_filter(session, principal, self.now)
+        return TurnInput(answer_id=answer.id, principal=principal, question=earlier[0].content,
+                         history=_history(earlier[1:]), policy=policy, access=access, context=context,
+                         ephemeral=False, conversation_id=conversation_id)
 
     async def _claim_pending(self, answer_id: str, user_id: str) -> bool:
         """Mark the person's own pending answer as being written here: one UPDATE, with the first heartbeat in the
@@ -334,14 +339,7 @@ class ChatService:
     async def _turn_for_claimed(self, principal: Principal, answer_id: str, context: AuditContext) -> TurnInput:
         async with self.runtime.db() as session:
             message, conversation = await owned_message(session, principal.user_id, answer_id)
-            earlier = await _earlier_messages(session, conversation.id, message.created_at)
-            policy = await chat_policy(session, self.runtime.settings, principal)
-            access = await retrieval_filter(session, principal, self.now)
-        if not earlier or earlier[0].role != "user":
-            raise ChatNotFound("The question of this answer is missing.")
-        return TurnInput(answer_id=answer_id, principal=principal, question=earlier[0].content,
-                         history=_history(earlier[1:]), policy=policy, access=access, context=context,
-                         ephemeral=False, conversation_id=conversation.id)
+            return await self._read_turn(session, principal, message, conversation.id, context)
 
     async def end_interrupted_answers(self, principal: Principal, conversation_id: str, context: AuditContext) -> None:
         """Before a conversation is shown: answers left `streaming` by a process that stopped become failed

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import select, update
 
@@ -27,13 +27,14 @@ from portal.logging import get_logger
 from portal.metrics import LLM_TOKENS, RETRIEVAL_LATENCY, TIME_TO_FIRST_TOKEN, TOKENS_PER_SECOND
 from portal.principal import Principal
 from portal.runtime import Runtime
-from rag.embed import Embedder, Vectors
+from rag.embed import Vectors
 from rag.llm import LLMClient, LLMError, LLMTimeout, StreamUsage
 from rag.prompt import PromptPlan, PromptTooLong, Turn, build_prompt, cited_numbers, texts_to_count_early
 from rag.retrieve import Retriever
 from rag.types import AccessFilter, SearchHit
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 NO_PASSAGES = (
     "I could not find anything about this in the documents you have access to, so I have not asked the model. "
@@ -117,53 +118,6 @@ def _sources(passages: list[SearchHit], cited: set[int]) -> list[SourceView]:
     ]
 
 
-class EarlyQueryVectors:
-    """Question embeddings started when a question arrives, taken by its answer's stream moments later.
-
-    Keyed by the question's text (the vector depends on nothing else). Only a head start for the process that took
-    the question: the stream may be served by another process, which then embeds the question itself, so nothing
-    depends on what is here. Unclaimed entries are dropped after a minute, and at most `limit` are kept.
-    """
-
-    def __init__(self, limit: int = 256, max_age_s: float = 60.0) -> None:
-        self._limit, self._max_age_s = limit, max_age_s
-        self._pending: dict[str, tuple[float, asyncio.Task[Vectors]]] = {}
-
-    def start(self, question: str, embedder: Embedder) -> None:
-        now = time.monotonic()
-        for key in [k for k, (at, _t) in self._pending.items() if now - at > self._max_age_s]:
-            self.drop(key)
-        if question in self._pending:
-            return  # the same words asked twice at once: one embedding serves the first stream, the other embeds
-        while len(self._pending) >= self._limit:
-            self.drop(next(iter(self._pending)))
-        task = asyncio.create_task(embedder.aembed_query(question), name="chat-embed-early")
-        task.add_done_callback(_consume_exception)
-        self._pending[question] = (now, task)
-
-    async def take(self, question: str) -> Vectors | None:
-        """The early embedding of this question, or None (not started here, or it failed)."""
-        entry = self._pending.pop(question, None)
-        if entry is None:
-            return None
-        try:
-            return await entry[1]
-        except Exception:  # noqa: BLE001 - the retriever embeds the question itself and reports any failure
-            return None
-
-    def clear(self) -> None:
-        for key in list(self._pending):
-            self.drop(key)
-
-    def drop(self, question: str) -> None:
-        entry = self._pending.pop(question, None)
-        if entry is not None:
-            entry[1].cancel()
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-
 @dataclass(frozen=True)
 class PreparedTurn:
     """What an answer needs before the model is called (history, policy, access filter, passages), worked out by
@@ -183,45 +137,63 @@ class PreparedTurn:
         return principal.user_id == self.user_id and principal.roles == self.roles
 
 
-class PreparedTurns:
-    """Preparations in flight, by answer id: taken once by the answer's stream, dropped after `max_age_s`."""
+class HeadStarts(Generic[T]):
+    """Work started early in this process (a question's embedding, an answer's preparation), taken once by the
+    step that needs it moments later. Only a head start: another process, or this one after `max_age_s`, does the
+    work itself, so nothing depends on what is here. At most `limit` are kept; unclaimed ones are dropped."""
 
-    def __init__(self, limit: int = 256, max_age_s: float = 10.0) -> None:
+    def __init__(self, limit: int = 256, max_age_s: float = 60.0) -> None:
         self._limit, self._max_age_s = limit, max_age_s
-        self._pending: dict[str, tuple[float, asyncio.Task[PreparedTurn]]] = {}
+        self._pending: dict[str, tuple[float, asyncio.Task[T]]] = {}
 
-    def start(self, answer_id: str, work: Coroutine[Any, Any, PreparedTurn]) -> None:
+    def start(self, key: str, work: Coroutine[Any, Any, T], name: str) -> None:
+        """Start `work` under `key`; a key already in flight keeps its first work (the new one is not run)."""
         now = time.monotonic()
-        for key in [k for k, (at, _t) in self._pending.items() if now - at > self._max_age_s]:
-            self._drop(key)
+        for old in [k for k, (at, _t) in self._pending.items() if now - at > self._max_age_s]:
+            self.drop(old)
+        if key in self._pending:
+            work.close()
+            return
         while len(self._pending) >= self._limit:
-            self._drop(next(iter(self._pending)))
-        task = asyncio.create_task(work, name=f"chat-prepare-{answer_id}")
+            self.drop(next(iter(self._pending)))
+        task = asyncio.create_task(work, name=name)
         task.add_done_callback(_consume_exception)
-        self._pending[answer_id] = (now, task)
+        self._pending[key] = (now, task)
 
-    def peek(self, answer_id: str) -> asyncio.Task[PreparedTurn] | None:
-        entry = self._pending.get(answer_id)
+    def peek(self, key: str) -> asyncio.Task[T] | None:
+        entry = self._pending.get(key)
         return entry[1] if entry is not None else None
 
-    def take(self, answer_id: str) -> asyncio.Task[PreparedTurn] | None:
-        entry = self._pending.pop(answer_id, None)
+    def take(self, key: str) -> asyncio.Task[T] | None:
+        """The work started under `key`, once; None when none was started here or it is too old to trust."""
+        entry = self._pending.pop(key, None)
         if entry is None or time.monotonic() - entry[0] > self._max_age_s:
             if entry is not None:
                 entry[1].cancel()
             return None
         return entry[1]
 
+    def drop(self, key: str) -> None:
+        entry = self._pending.pop(key, None)
+        if entry is not None:
+            entry[1].cancel()
+
     def clear(self) -> None:
         for key in list(self._pending):
-            self._drop(key)
-
-    def _drop(self, answer_id: str) -> None:
-        _at, task = self._pending.pop(answer_id)
-        task.cancel()
+            self.drop(key)
 
     def __len__(self) -> int:
         return len(self._pending)
+
+
+async def _result_or_none(task: asyncio.Task[T] | None) -> T | None:
+    """A head start's result; None when there was none or it failed (the caller then does the work itself)."""
+    if task is None:
+        return None
+    try:
+        return await task
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _consume_exception(task: asyncio.Task[Any]) -> None:
@@ -234,15 +206,17 @@ class TurnRunner:
         self.runtime, self.llm, self.state = runtime, llm, state
         self._stops: dict[str, asyncio.Event] = {}
         self._watcher: asyncio.Task[None] | None = None
-        self._early_vectors = EarlyQueryVectors()
-        self.prepared = PreparedTurns()
+        # Question embeddings, keyed by the question's text (the vector depends on nothing else).
+        self._early_vectors: HeadStarts[Vectors] = HeadStarts()
+        # Answers' preparations, by answer id (see PreparedTurn).
+        self.prepared: HeadStarts[PreparedTurn] = HeadStarts(max_age_s=10.0)
         self._beaten: dict[str, float] = {}  # answer id -> when its heartbeat was last written (monotonic)
 
     def embed_early(self, question: str) -> None:
         """Start embedding a question as soon as it arrives, while it is saved and the page opens its stream."""
         embedder = self.runtime.embedder
         if embedder is not None:
-            self._early_vectors.start(question, embedder)
+            self._early_vectors.start(question, embedder.aembed_query(question), name="chat-embed-early")
 
     def drop_early(self, question: str) -> None:
         self._early_vectors.drop(question)
@@ -337,7 +311,7 @@ class TurnRunner:
         if runtime.store is None:
             raise ConnectionError("vector store not open")
         embedder = await runtime.wait_for_embedder(timeout=EMBEDDER_WAIT_S)
-        vector = await self._early_vectors.take(question)
+        vector = await _result_or_none(self._early_vectors.take(question))
         hits = await Retriever(embedder, runtime.store).search(
             question, access, top_k=runtime.settings.chat_top_k, query_vector=vector
         )
