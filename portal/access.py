@@ -15,6 +15,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
 from sqlalchemy import literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from portal.db.models import Collection, CollectionAccess, CollectionManager, Document
 from portal.principal import Principal
@@ -106,14 +107,19 @@ async def expired_document_ids(session: AsyncSession, collection_ids: Iterable[s
 
 
 async def retrieval_filter(session: AsyncSession, principal: Principal, now: datetime) -> AccessFilter:
-    """The vector-store filter for this person's searches: their readable collections, minus expired documents.
+    """The vector-store filter for this person's searches: their readable collections, minus expired documents."""
+    return await session.run_sync(retrieval_filter_in_unit, principal, now)
+
+
+def retrieval_filter_in_unit(session: Session, principal: Principal, now: datetime) -> AccessFilter:
+    """`retrieval_filter` inside a unit of work run as plain code (`portal.db.engine.run_unit`).
 
     One round trip (it runs for every question): the readable collections, and the expired documents in them."""
     role_list = sorted(set(principal.roles))
     if not role_list:
         return AccessFilter(collection_ids=frozenset(), excluded_document_ids=frozenset())
     readable = select(CollectionAccess.collection_id).where(CollectionAccess.role.in_(role_list))
-    rows = await session.execute(
+    rows = session.execute(
         union_all(
             select(literal("collection").label("kind"), CollectionAccess.collection_id.label("id")).where(
                 CollectionAccess.role.in_(role_list)

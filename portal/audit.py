@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from portal.db.models import AuditChainHead, AuditEvent
 
@@ -88,16 +89,20 @@ def hash_of_event(event: AuditEvent) -> str:
     )
 
 
-async def _lock_head(session: AsyncSession) -> AuditChainHead:
+def _lock_head_sync(session: Session) -> AuditChainHead:
     stmt = select(AuditChainHead).where(AuditChainHead.id == CHAIN_ID)
     if session.bind is not None and session.bind.dialect.name != "sqlite":
         stmt = stmt.with_for_update()
-    head = (await session.execute(stmt)).scalar_one_or_none()
+    head = session.execute(stmt).scalar_one_or_none()
     if head is None:
         head = AuditChainHead(id=CHAIN_ID, last_seq=0, last_hash=GENESIS_HASH, anchor_seq=0, anchor_hash=GENESIS_HASH)
         session.add(head)
-        await session.flush()
+        session.flush()
     return head
+
+
+async def _lock_head(session: AsyncSession) -> AuditChainHead:
+    return await session.run_sync(_lock_head_sync)
 
 
 async def append_audit(
@@ -117,7 +122,26 @@ async def append_audit(
     The chain head row is locked (FOR UPDATE on PostgreSQL; SQLite serialises writers) so appends from
     several portal processes form one chain.
     """
-    head = await _lock_head(session)
+    return await session.run_sync(
+        lambda plain: append_audit_sync(plain, at=at, action=action, context=context, object_type=object_type,
+                                        object_ids=object_ids, outcome=outcome, model=model, detail=detail)
+    )
+
+
+def append_audit_sync(
+    session: Session,
+    *,
+    at: datetime,
+    action: str,
+    context: AuditContext = SYSTEM_CONTEXT,
+    object_type: str | None = None,
+    object_ids: Iterable[str] = (),
+    outcome: str = "allowed",
+    model: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """`append_audit` for a unit of work run as plain code (`portal.db.engine.run_unit`)."""
+    head = _lock_head_sync(session)
     seq = head.last_seq + 1
     ids = [str(i) for i in object_ids]
     detail = detail or {}
@@ -142,7 +166,7 @@ async def append_audit(
     session.add(event)
     head.last_seq = seq
     head.last_hash = digest
-    await session.flush()
+    session.flush()
     return event
 
 

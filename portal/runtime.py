@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from portal.clock import Clock
-from portal.db.engine import make_engine, make_session_factory
+from portal.db.engine import dispose_twin, make_engine, make_session_factory
 from portal.logging import get_logger
 from portal.settings import Settings
 from rag.embed import Embedder
@@ -134,6 +134,7 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.store.close()
         await self.engine.dispose()
+        dispose_twin(self.engine)
 
     # Readiness -------------------------------------------------------------------------------------------
     async def check_database(self) -> str | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from portal.audit import AuditContext, append_audit
 from portal.auth.services import AuthServices
@@ -23,7 +24,7 @@ from portal.auth.session_store import (
     record_from_row,
 )
 from portal.clock import Clock
-from portal.db.engine import transaction
+from portal.db.engine import run_unit, transaction
 from portal.db.models import RoleAssignment, User, UserSession
 from portal.principal import Principal
 
@@ -81,15 +82,13 @@ async def _user_facts(session: AsyncSession, user_id: str) -> _UserFacts:
     return _facts_from_rows(rows)
 
 
-async def _session_and_facts(session: AsyncSession, id_hash: str) -> tuple[SessionRecord | None, _UserFacts | None]:
+def _session_and_facts(session: Session, id_hash: str) -> tuple[SessionRecord | None, _UserFacts | None]:
     """The session row and its person in one query (every signed-in request pays for this)."""
-    rows = (
-        await session.execute(
-            select(*SESSION_COLUMNS, *_FACT_COLUMNS)
-            .outerjoin(User, User.id == UserSession.user_id)
-            .outerjoin(RoleAssignment, RoleAssignment.user_id == User.id)
-            .where(UserSession.id_hash == id_hash)
-        )
+    rows = session.execute(
+        select(*SESSION_COLUMNS, *_FACT_COLUMNS)
+        .outerjoin(User, User.id == UserSession.user_id)
+        .outerjoin(RoleAssignment, RoleAssignment.user_id == User.id)
+        .where(UserSession.id_hash == id_hash)
     ).all()
     record = record_from_row(rows[0]) if rows else None
     if record is None:
@@ -115,8 +114,7 @@ async def resolve_session(
     id_hash = hash_session_id(session_id)
     facts: _UserFacts | None = None
     if isinstance(services.sessions, DatabaseSessionStore):
-        async with db() as session:
-            record, facts = await _session_and_facts(session, id_hash)
+        record, facts = await run_unit(db, lambda session: _session_and_facts(session, id_hash), write=False)
     else:
         record = await services.sessions.get(id_hash)
     if record is None:

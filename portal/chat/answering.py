@@ -16,12 +16,19 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from portal.access import retrieval_filter
-from portal.audit import AuditContext, append_audit
-from portal.chat.conversations import ChatNotFound, owned_conversation, owned_message, title_from_question
-from portal.chat.policy import RATE_WINDOW, ChatPolicy, chat_policy
-from portal.chat.shared_state import SharedState
+from portal.access import retrieval_filter, retrieval_filter_in_unit
+from portal.audit import AuditContext, append_audit, append_audit_sync
+from portal.chat.conversations import (
+    ChatNotFound,
+    owned_conversation,
+    owned_conversation_in_unit,
+    owned_message,
+    title_from_question,
+)
+from portal.chat.policy import RATE_WINDOW, ChatPolicy, chat_policy, chat_policy_in_unit
+from portal.chat.shared_state import DatabaseState, SharedState
 from portal.chat.turns import (
     INTERRUPTED,
     ChatEvent,
@@ -34,13 +41,13 @@ from portal.chat.turns import (
 )
 from portal.chat.views import AnswerView, ReadableDocuments, stored_answer_view
 from portal.db.base import new_id
-from portal.db.engine import transaction
+from portal.db.engine import run_unit, transaction
 from portal.db.models import Citation, Conversation, Message
 from portal.principal import Principal
 from portal.runtime import Runtime
 from rag.llm import LLMClient
 from rag.prompt import Turn
-from rag.types import SearchHit
+from rag.types import AccessFilter, SearchHit
 
 MAX_QUESTION_CHARS = 4000
 HISTORY_TURNS = 12  # the most recent turns offered to the prompt budget
@@ -87,14 +94,16 @@ def _coalesce_tokens(
 
 
 async def _earlier_messages(session: AsyncSession, conversation_id: str, before: datetime) -> Sequence[Message]:
+    return await session.run_sync(_earlier_messages_in_unit, conversation_id, before)
+
+
+def _earlier_messages_in_unit(session: Session, conversation_id: str, before: datetime) -> Sequence[Message]:
     """The turns before an answer, newest first: its question, then up to HISTORY_TURNS earlier turns."""
-    return (
-        await session.execute(
-            select(Message)
-            .where(Message.conversation_id == conversation_id, Message.created_at < before)
-            .order_by(Message.created_at.desc())
-            .limit(HISTORY_TURNS + 1)
-        )
+    return session.execute(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.created_at < before)
+        .order_by(Message.created_at.desc())
+        .limit(HISTORY_TURNS + 1)
     ).scalars().all()
 
 
@@ -154,23 +163,36 @@ class ChatService:
     ) -> AskResult:
         now = self.now
         settings = self.runtime.settings
-        # One unit of work: the person's chat policy, the rate counter (a database-held counter joins it; an
-        # over-the-limit question then rolls back its own count, which is not a question asked), the question, its
-        # pending answer and the audit record.
-        async with transaction(self.runtime.db) as session:
-            policy = await chat_policy(session, settings, principal)
-            await self._check_rate(principal, policy, session)
-            audit_detail: dict[str, object] = {"question_chars": len(question), "zero_retention": policy.zero_retention}
-            if settings.audit_question_text:
-                audit_detail["question"] = question
+        window_start = _minute_start(now)
+        rate_key = f"chat:{principal.user_id}"
+        db_state = self.state if isinstance(self.state, DatabaseState) else None
+        # A counter held elsewhere (Redis) is counted first; a database-held one joins the unit of work below, where
+        # an over-the-limit question rolls back its own count (it is not a question asked).
+        counted = None if db_state else await self.state.count_in_window(rate_key, window_start, RATE_WINDOW)
+        audit_detail: dict[str, object] = {"question_chars": len(question)}
+        if settings.audit_question_text:
+            audit_detail["question"] = question
+
+        def save(session: Session) -> tuple[ChatPolicy, Conversation | None, Message | None]:
+            """One unit of work: the person's chat policy, the rate counter, the question, its pending answer and
+            the audit record."""
+            policy = chat_policy_in_unit(session, settings, principal)
+            count = counted if db_state is None else db_state.count_in_unit(session, rate_key, window_start, RATE_WINDOW)
+            if count is not None and count > policy.questions_per_minute:
+                retry_after = max(1, int((window_start + RATE_WINDOW - now).total_seconds()) + 1)
+                raise RateLimited(policy.questions_per_minute, retry_after)
+            detail = {**audit_detail, "zero_retention": policy.zero_retention}
             if policy.zero_retention:
-                await append_audit(session, at=now, action="chat.question", context=context,
-                                   object_type="ephemeral_turn", detail=audit_detail)
-            else:
-                conversation, asked, answer = await self._add_turn(session, principal, question, conversation_id, now)
-                await append_audit(session, at=now, action="chat.question", context=context, object_type="conversation",
-                                   object_ids=[conversation.id, asked.id, answer.id], detail=audit_detail)
-        if policy.zero_retention:
+                append_audit_sync(session, at=now, action="chat.question", context=context,
+                                  object_type="ephemeral_turn", detail=detail)
+                return policy, None, None
+            conversation, asked, answer = self._add_turn(session, principal, question, conversation_id, now)
+            append_audit_sync(session, at=now, action="chat.question", context=context, object_type="conversation",
+                              object_ids=[conversation.id, asked.id, answer.id], detail=detail)
+            return policy, conversation, answer
+
+        policy, conversation, answer = await run_unit(self.runtime.db, save, write=True)
+        if conversation is None or answer is None:
             token = EPHEMERAL_PREFIX + secrets.token_urlsafe(24)
             record = json.dumps({"user_id": principal.user_id, "question": question}).encode()
             # After the unit of work: a database-held store writes in its own transaction.
@@ -187,12 +209,13 @@ class ChatService:
         self, principal: Principal, question: str, conversation_id: str, answer_created_at: datetime,
         policy: ChatPolicy, *, new_conversation: bool,
     ) -> PreparedTurn:
-        async with self.runtime.db() as session:
-            if new_conversation:
-                history: list[Turn] = []
-            else:
-                history = _history((await _earlier_messages(session, conversation_id, answer_created_at))[1:])
-            access = await retrieval_filter(session, principal, self.now)
+        now = self.now
+
+        def read(session: Session) -> tuple[list[Turn], AccessFilter]:
+            earlier = [] if new_conversation else _earlier_messages_in_unit(session, conversation_id, answer_created_at)
+            return _history(earlier[1:]), retrieval_filter_in_unit(session, principal, now)
+
+        history, access = await run_unit(self.runtime.db, read, write=False)
         # Warms the token-count cache for the prompt; not waited for (the model server may be slow or down: the
         # turn then counts, or fails, by itself).
         self._track(asyncio.create_task(self.runner.count_prompt_frame(question, history), name="chat-count-early"))
@@ -204,15 +227,15 @@ class ChatService:
                             policy=policy, access=access, conversation_id=conversation_id, hits=hits)
 
     @staticmethod
-    async def _add_turn(
-        session: AsyncSession, principal: Principal, question: str, conversation_id: str | None, now: datetime
+    def _add_turn(
+        session: Session, principal: Principal, question: str, conversation_id: str | None, now: datetime
     ) -> tuple[Conversation, Message, Message]:
         """The question and its pending answer, in a new conversation or at the end of one of the person's own."""
         if conversation_id:
-            conversation = await owned_conversation(session, principal.user_id, conversation_id)
+            conversation = owned_conversation_in_unit(session, principal.user_id, conversation_id)
             # Strictly increasing times keep the turns in order even when the clock stands still (tests, drills).
-            last = (
-                await session.execute(select(func.max(Message.created_at)).where(Message.conversation_id == conversation.id))
+            last = session.execute(
+                select(func.max(Message.created_at)).where(Message.conversation_id == conversation.id)
             ).scalar_one_or_none()
             asked_at = max(now, last + timedelta(microseconds=1)) if last else now
             conversation.updated_at = now
@@ -228,14 +251,6 @@ class ChatService:
                          created_at=asked_at + timedelta(microseconds=1))
         session.add_all([user_message, answer])
         return conversation, user_message, answer
-
-    async def _check_rate(self, principal: Principal, policy: ChatPolicy, session: AsyncSession | None = None) -> None:
-        now = self.now
-        window_start = _minute_start(now)
-        count = await self.state.count_in_window(f"chat:{principal.user_id}", window_start, RATE_WINDOW, session)
-        if count > policy.questions_per_minute:
-            retry_after = max(1, int((window_start + RATE_WINDOW - now).total_seconds()) + 1)
-            raise RateLimited(policy.questions_per_minute, retry_after)
 
     # Answering -------------------------------------------------------------------------------------------
 
@@ -292,19 +307,26 @@ class ChatService:
     async def _claim_pending(self, answer_id: str, user_id: str) -> bool:
         """Mark the person's own pending answer as being written here: one UPDATE, with the first heartbeat in the
         same unit of work where shared state lives in the database. False: not theirs, or not pending (any more)."""
-        beat_in_transaction = self.state.joins_transactions
+        db_state = self.state if isinstance(self.state, DatabaseState) else None
+        live_ttl = self.runner.live_ttl
         owned = select(Conversation.id).where(Conversation.user_id == user_id)
-        async with transaction(self.runtime.db) as session:
-            claimed = await session.execute(
+
+        def claim(session: Session) -> bool:
+            claimed = session.execute(
                 update(Message)
                 .where(Message.id == answer_id, Message.role == "assistant", Message.status == "pending",
                        Message.conversation_id.in_(owned))
                 .values(status="streaming")
+                .execution_options(synchronize_session=False)
             )
             won = claimed.rowcount == 1  # type: ignore[attr-defined]
-            if beat_in_transaction and won:
+            if db_state is not None and won:
                 # Claimed and live are seen together.
-                await self.state.put_many([live_key(answer_id)], b"1", self.runner.live_ttl, session)
+                db_state.put_many_in_unit(session, [live_key(answer_id)], b"1", live_ttl)
+            return won
+
+        won = await run_unit(self.runtime.db, claim, write=True)
+        beat_in_transaction = db_state is not None
         if won and beat_in_transaction:
             self.runner.beaten([answer_id])
         elif won:

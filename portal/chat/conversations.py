@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from portal.audit import AuditContext, append_audit
 from portal.db.models import Citation, Conversation, Feedback, Message
@@ -41,7 +42,12 @@ async def list_conversations(session: AsyncSession, user_id: str, limit: int = S
 
 
 async def owned_conversation(session: AsyncSession, user_id: str, conversation_id: str) -> Conversation:
-    conversation = await session.get(Conversation, conversation_id)
+    return await session.run_sync(owned_conversation_in_unit, user_id, conversation_id)
+
+
+def owned_conversation_in_unit(session: Session, user_id: str, conversation_id: str) -> Conversation:
+    """`owned_conversation` inside a unit of work run as plain code (`portal.db.engine.run_unit`)."""
+    conversation = session.get(Conversation, conversation_id)
     if conversation is None or conversation.user_id != user_id:
         raise ChatNotFound("That conversation does not exist, or it is not yours.")
     return conversation

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from portal.db.models import RetentionPolicy
 from portal.governance.retention import decide_retention
@@ -34,10 +35,15 @@ def _most_generous(per_role: dict[str, int], roles: frozenset[str], default: int
 
 
 async def chat_policy(session: AsyncSession, settings: Settings, principal: Principal) -> ChatPolicy:
+    return await session.run_sync(chat_policy_in_unit, settings, principal)
+
+
+def chat_policy_in_unit(session: Session, settings: Settings, principal: Principal) -> ChatPolicy:
+    """`chat_policy` inside a unit of work run as plain code (`portal.db.engine.run_unit`)."""
     roles = principal.roles
     # One query for the role policies: they decide both general answers and retention.
     policies = (
-        {p.role: p for p in (await session.execute(select(RetentionPolicy).where(RetentionPolicy.role.in_(sorted(roles)))))
+        {p.role: p for p in session.execute(select(RetentionPolicy).where(RetentionPolicy.role.in_(sorted(roles))))
          .scalars()}
         if roles
         else {}

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from portal.clock import Clock
 from portal.db.engine import transaction
@@ -54,7 +55,7 @@ class SharedState(Protocol):
     async def close(self) -> None: ...
 
 
-def _upsert_into(session: AsyncSession, table: Any) -> Any:
+def _upsert_into(session: AsyncSession | Session, table: Any) -> Any:
     """An INSERT that can take ON CONFLICT DO UPDATE, in the session's own dialect."""
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
@@ -78,15 +79,20 @@ class DatabaseState:
             return await self._count(own, key, window_start, window)
 
     async def _count(self, session: AsyncSession, key: str, window_start: datetime, window: timedelta) -> int:
+        return await session.run_sync(self.count_in_unit, key, window_start, window)
+
+    @staticmethod
+    def count_in_unit(session: Session, key: str, window_start: datetime, window: timedelta) -> int:
+        """`count_in_window` inside a unit of work run as plain code (`portal.db.engine.run_unit`)."""
         statement = _upsert_into(session, RateCounter).values(key=key, window_start=window_start, count=1)
         statement = statement.on_conflict_do_update(
             index_elements=["key", "window_start"], set_={"count": RateCounter.count + 1}
         ).returning(RateCounter.count)
-        count = int((await session.execute(statement)).scalar_one())
+        count = int(session.execute(statement).scalar_one())
         if count == 1:
             # A new window began: the old ones are useless, and dropping them now keeps the table at one row per
             # active person (once per window, not on every question).
-            await session.execute(
+            session.execute(
                 delete(RateCounter).where(RateCounter.key == key, RateCounter.window_start < window_start - window)
             )
         return count
@@ -106,9 +112,13 @@ class DatabaseState:
             await self._upsert(own, keys, value, ttl)
 
     async def _upsert(self, session: AsyncSession, keys: list[str], value: bytes, ttl: timedelta) -> None:
+        await session.run_sync(self.put_many_in_unit, keys, value, ttl)
+
+    def put_many_in_unit(self, session: Session, keys: list[str], value: bytes, ttl: timedelta) -> None:
+        """`put_many` inside a unit of work run as plain code (`portal.db.engine.run_unit`)."""
         expires = self._clock.now() + ttl
         statement = _upsert_into(session, KeyValue).values([{"key": key, "value": value, "expires_at": expires} for key in keys])
-        await session.execute(statement.on_conflict_do_update(
+        session.execute(statement.on_conflict_do_update(
             index_elements=["key"], set_={"value": statement.excluded.value, "expires_at": statement.excluded.expires_at}
         ))
 

@@ -16,12 +16,13 @@ from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
-from portal.audit import AuditContext, append_audit
+from portal.audit import AuditContext, append_audit_sync
 from portal.chat.policy import ChatPolicy
 from portal.chat.shared_state import SharedState
 from portal.chat.views import AnswerView, SourceView, excerpt_of, where_text
-from portal.db.engine import transaction
+from portal.db.engine import run_unit
 from portal.db.models import Citation, Conversation, Document, Message
 from portal.logging import get_logger
 from portal.metrics import LLM_TOKENS, RETRIEVAL_LATENCY, TIME_TO_FIRST_TOKEN, TOKENS_PER_SECOND
@@ -318,11 +319,13 @@ class TurnRunner:
         if not hits:
             return hits
         # A document being replaced has two versions in the store for a moment: only the current one counts.
-        async with runtime.db() as session:
-            rows = await session.execute(
-                select(Document.id, Document.version).where(Document.id.in_({h.document_id for h in hits}))
-            )
-            versions: dict[str, int] = {row.id: row.version for row in rows.all()}
+        document_ids = {h.document_id for h in hits}
+
+        def current_versions(session: Session) -> dict[str, int]:
+            rows = session.execute(select(Document.id, Document.version).where(Document.id.in_(document_ids)))
+            return {row.id: row.version for row in rows.all()}
+
+        versions = await run_unit(runtime.db, current_versions, write=False)
         return [hit for hit in hits if versions.get(hit.document_id) == hit.document_version]
 
     async def count_prompt_frame(self, question: str, history: list[Turn]) -> None:
@@ -410,11 +413,10 @@ class TurnRunner:
             "completion_tokens": outcome.usage.completion_tokens,
             "zero_retention": turn.ephemeral,
         }
-        # Statements only, no reads first: on SQLite this unit of work holds the one write lock, and under load every
-        # statement is a turn of a busy event loop.
-        async with transaction(self.runtime.db) as session:
+        # Statements only, no reads first: on SQLite this unit of work holds the one write lock.
+        def save(session: Session) -> None:
             if not turn.ephemeral:
-                saved = await session.execute(
+                saved = session.execute(
                     update(Message)
                     .where(Message.id == turn.answer_id)
                     .values(content=outcome.content, status=outcome.status, error=outcome.error, model=outcome.model,
@@ -430,16 +432,18 @@ class TurnRunner:
                         for s, hit in zip(sources, passages, strict=True)
                     )
                     if turn.conversation_id is not None:
-                        await session.execute(
+                        session.execute(
                             update(Conversation).where(Conversation.id == turn.conversation_id).values(updated_at=now)
                             .execution_options(synchronize_session=False)
                         )
-            await append_audit(
+            append_audit_sync(
                 session, at=now, action="chat.answer", context=turn.context,
                 object_type="ephemeral_turn" if turn.ephemeral else "message",
                 object_ids=[] if turn.ephemeral else [turn.answer_id],
                 outcome="allowed", model=outcome.model, detail=detail,
             )
+
+        await run_unit(self.runtime.db, save, write=True)
         # A Stop request's key is left to expire (30 minutes): Retry clears it before the answer runs again, and
         # deleting it here cost every stopped or abandoned answer one more write transaction.
         notice = outcome.error or (

@@ -3,17 +3,47 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import weakref
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 WRITE_OPTION = "enclave_write"  # execution option: this transaction will write
+T = TypeVar("T")
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+        # Let us issue BEGIN ourselves (below), instead of the driver's deferred BEGIN.
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # A unit of work (`transaction()` below) takes SQLite's write lock at its start: a deferred transaction
+        # that reads and then writes fails at once (SQLITE_BUSY_SNAPSHOT) when another process wrote in
+        # between, whereas BEGIN IMMEDIATE waits its turn under busy_timeout. Appends to the audit chain depend
+        # on this. Plain reads begin deferred: under WAL they never wait for a writer, nor make one wait.
+        immediate = conn.get_execution_options().get(WRITE_OPTION)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# SQLite engines' plain (synchronous) twins, for units of work run whole on a worker thread (see `run_unit`).
+_SQLITE_TWINS: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()
 
 
 def make_engine(database_url: str, echo: bool = False) -> AsyncEngine:
@@ -22,29 +52,23 @@ def make_engine(database_url: str, echo: bool = False) -> AsyncEngine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(database_url, echo=echo, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-            # Let us issue BEGIN ourselves (below), instead of the driver's deferred BEGIN.
-            dbapi_conn.isolation_level = None
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(conn: Connection) -> None:
-            # A unit of work (`transaction()` below) takes SQLite's write lock at its start: a deferred transaction
-            # that reads and then writes fails at once (SQLITE_BUSY_SNAPSHOT) when another process wrote in
-            # between, whereas BEGIN IMMEDIATE waits its turn under busy_timeout. Appends to the audit chain depend
-            # on this. Plain reads begin deferred: under WAL they never wait for a writer, nor make one wait.
-            immediate = conn.get_execution_options().get(WRITE_OPTION)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
+        _sqlite_setup(engine.sync_engine)
+        if path and path != ":memory:":
+            twin = create_engine(f"sqlite:///{path}", echo=echo,
+                                 connect_args={"timeout": 30, "check_same_thread": False})
+            _sqlite_setup(twin)
+            _SQLITE_TWINS[engine.sync_engine] = sessionmaker(twin, expire_on_commit=False)
         return engine
     return create_async_engine(database_url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def dispose_twin(engine: AsyncEngine) -> None:
+    """Close the connections of an SQLite engine's plain twin (with the engine's own `dispose`)."""
+    twin = _SQLITE_TWINS.pop(engine.sync_engine, None)
+    if twin is not None:
+        bind = twin.kw["bind"]
+        assert isinstance(bind, Engine)
+        bind.dispose()
 
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -96,6 +120,44 @@ async def _sqlite_write_turn(factory: async_sessionmaker[AsyncSession]) -> Async
         yield
     finally:
         lock.release()
+
+
+def _twin_of(factory: async_sessionmaker[AsyncSession]) -> sessionmaker[Session] | None:
+    bind = factory.kw.get("bind")
+    return _SQLITE_TWINS.get(bind.sync_engine) if isinstance(bind, AsyncEngine) else None
+
+
+def _run_on_twin(twin: sessionmaker[Session], work: Callable[[Session], T], write: bool) -> T:
+    with twin() as session:
+        if not write:
+            return work(session)
+        with session.begin():
+            session.connection(execution_options={WRITE_OPTION: True})
+            return work(session)
+
+
+async def run_unit(factory: async_sessionmaker[AsyncSession], work: Callable[[Session], T], *, write: bool) -> T:
+    """Run `work` (plain code on a synchronous Session) as one unit of work: committed when `write`, else read only.
+
+    On SQLite the whole unit runs on a worker thread through a plain twin of the engine: its statements reach
+    SQLite directly instead of one event-loop round trip each through aiosqlite's thread, which under load made a
+    few statements hold SQLite's one write lock for milliseconds (writers still queue here first, in order). On
+    PostgreSQL the same code runs through the async session (`run_sync`)."""
+    twin = _twin_of(factory)
+    if twin is not None:
+        async with _sqlite_write_turn(factory) if write else nullcontext():
+            running = asyncio.ensure_future(asyncio.to_thread(_run_on_twin, twin, work, write))
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # The thread finishes its unit of work regardless: keep this process's writers queued until it has.
+                await asyncio.wait([running])
+                raise
+    if write:
+        async with transaction(factory) as session:
+            return await session.run_sync(work)
+    async with factory() as session:
+        return await session.run_sync(work)
 
 
 @asynccontextmanager

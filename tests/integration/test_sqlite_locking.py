@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
-from portal.db.engine import make_engine, make_session_factory, transaction
+from portal.db.engine import dispose_twin, make_engine, make_session_factory, run_unit, transaction
 
 
 async def _table(path: Path) -> None:
@@ -150,3 +153,91 @@ async def test_a_writer_that_waits_too_long_fails_clearly_and_writes_nothing(
             assert (await session.execute(text("SELECT count(*) FROM t WHERE n = 9"))).scalar_one() == 0
     finally:
         await engine.dispose()
+
+
+def _insert(n: int, *, fail: bool = False, hold_s: float = 0.0) -> Callable[[Session], int]:
+    def work(session: Session) -> int:
+        session.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+        if hold_s:
+            time.sleep(hold_s)
+        if fail:
+            raise ValueError("refused")
+        return n
+
+    return work
+
+
+def _count(session: Session) -> int:
+    return int(session.execute(text("SELECT count(*) FROM t")).scalar_one())
+
+
+async def test_units_run_as_plain_code_commit_roll_back_and_take_the_write_lock(tmp_path: Path) -> None:
+    """`run_unit` on SQLite runs the whole unit on a worker thread through the engine's plain twin: a unit that
+    returns commits, one that raises leaves nothing behind, and a write unit holds SQLite's lock from its start."""
+    path = tmp_path / "units.db"
+    await _table(path)
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    factory = make_session_factory(engine)
+    try:
+        assert await run_unit(factory, _insert(2), write=True) == 2
+        with pytest.raises(ValueError, match="refused"):
+            await run_unit(factory, _insert(3, fail=True), write=True)
+        assert await run_unit(factory, _count, write=False) == 2  # 1 and 2; not 3
+
+        seen: list[str] = []
+
+        def locked_while_running(session: Session) -> None:
+            seen.append(_try_write(path))
+
+        await run_unit(factory, locked_while_running, write=True)
+        await run_unit(factory, locked_while_running, write=False)
+        assert seen == ["database is locked", "wrote"]
+    finally:
+        await engine.dispose()
+        dispose_twin(engine)
+
+
+async def test_plain_code_units_and_async_units_share_one_write_queue(tmp_path: Path) -> None:
+    """Units on the worker thread queue with `transaction()` users in arrival order, and a unit whose caller is
+    cancelled still finishes (and releases the queue) before the next writer begins."""
+    path = tmp_path / "mixed.db"
+    await _table(path)
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    factory = make_session_factory(engine)
+    order: list[int] = []
+
+    async def async_writer(n: int) -> None:
+        async with transaction(factory) as session:
+            order.append(n)
+            await session.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+
+    def plain_writer(n: int) -> Callable[[Session], int]:
+        insert = _insert(n, hold_s=0.002)
+
+        def work(session: Session) -> int:
+            order.append(n)
+            return insert(session)
+
+        return work
+
+    try:
+        tasks = []
+        for n in range(10, 30):
+            coroutine = async_writer(n) if n % 2 else run_unit(factory, plain_writer(n), write=True)
+            tasks.append(asyncio.ensure_future(coroutine))
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+        assert order == list(range(10, 30))
+
+        slow = asyncio.ensure_future(run_unit(factory, _insert(40, hold_s=0.3), write=True))
+        await asyncio.sleep(0.1)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        # The cancelled caller waited for its unit: it committed, and the next writer does not meet SQLite's lock.
+        assert await asyncio.to_thread(_try_write, path) == "wrote"
+        assert await run_unit(factory, lambda s: int(s.execute(text("SELECT count(*) FROM t WHERE n = 40")).scalar_one()),
+                              write=False) == 1
+    finally:
+        await engine.dispose()
+        dispose_twin(engine)
