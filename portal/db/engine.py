@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,8 +44,22 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-# SQLite engines' plain (synchronous) twins, for units of work run whole on a worker thread (see `run_unit`).
-_SQLITE_TWINS: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()
+@dataclass
+class _Twin:
+    """An SQLite engine's plain (synchronous) twin, for units of work run whole on a worker thread (`run_unit`).
+
+    Writers have one thread of their own (SQLite takes one writer at a time anyway) and readers a few: neither
+    waits behind the other, nor behind the embedding model's work on asyncio's default executor. A writer holds
+    the process's write queue while its unit runs, so it must never wait for a free thread behind reads."""
+
+    sessions: sessionmaker[Session]
+    writer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-write"))
+    readers: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqlite-read"))
+
+
+_SQLITE_TWINS: weakref.WeakKeyDictionary[Engine, _Twin] = weakref.WeakKeyDictionary()
 
 
 def make_engine(database_url: str, echo: bool = False) -> AsyncEngine:
@@ -57,7 +73,7 @@ def make_engine(database_url: str, echo: bool = False) -> AsyncEngine:
             twin = create_engine(f"sqlite:///{path}", echo=echo,
                                  connect_args={"timeout": 30, "check_same_thread": False})
             _sqlite_setup(twin)
-            _SQLITE_TWINS[engine.sync_engine] = sessionmaker(twin, expire_on_commit=False)
+            _SQLITE_TWINS[engine.sync_engine] = _Twin(sessionmaker(twin, expire_on_commit=False))
         return engine
     return create_async_engine(database_url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
@@ -66,7 +82,9 @@ def dispose_twin(engine: AsyncEngine) -> None:
     """Close the connections of an SQLite engine's plain twin (with the engine's own `dispose`)."""
     twin = _SQLITE_TWINS.pop(engine.sync_engine, None)
     if twin is not None:
-        bind = twin.kw["bind"]
+        twin.writer.shutdown(wait=True)
+        twin.readers.shutdown(wait=True)
+        bind = twin.sessions.kw["bind"]
         assert isinstance(bind, Engine)
         bind.dispose()
 
@@ -122,7 +140,7 @@ async def _sqlite_write_turn(factory: async_sessionmaker[AsyncSession]) -> Async
         lock.release()
 
 
-def _twin_of(factory: async_sessionmaker[AsyncSession]) -> sessionmaker[Session] | None:
+def _twin_of(factory: async_sessionmaker[AsyncSession]) -> _Twin | None:
     bind = factory.kw.get("bind")
     return _SQLITE_TWINS.get(bind.sync_engine) if isinstance(bind, AsyncEngine) else None
 
@@ -146,7 +164,8 @@ async def run_unit(factory: async_sessionmaker[AsyncSession], work: Callable[[Se
     twin = _twin_of(factory)
     if twin is not None:
         async with _sqlite_write_turn(factory) if write else nullcontext():
-            running = asyncio.ensure_future(asyncio.to_thread(_run_on_twin, twin, work, write))
+            loop = asyncio.get_running_loop()
+            running = loop.run_in_executor(twin.writer if write else twin.readers, _run_on_twin, twin.sessions, work, write)
             try:
                 return await asyncio.shield(running)
             except asyncio.CancelledError:
