@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
-from rag.llm import LLMError, _sse_data, _UsageTally
+from rag.llm import LLMClient, LLMConfig, LLMError, LLMTimeout, _sse_data, _UsageTally
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -59,3 +61,63 @@ def test_tally_counts_deltas_then_trusts_the_servers_usage() -> None:
 def test_an_error_event_or_garbage_is_an_llm_error(data: bytes) -> None:
     with pytest.raises(LLMError):
         _UsageTally().read(data)
+
+
+async def _serve_once(reply: bytes, *, then_hang: bool = False) -> tuple[asyncio.Server, int]:
+    """A one-shot HTTP server on loopback: reads a request, writes `reply`, then closes (or keeps silent)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(reply)
+        await writer.drain()
+        if then_hang:
+            await asyncio.sleep(30)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+_STREAM_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+async def _stream_from(port: int, timeout_s: float = 5.0) -> tuple[list[str], BaseException | None]:
+    client = LLMClient(LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", timeout_s=timeout_s,
+                                 connect_timeout_s=1.0))
+    got: list[str] = []
+    try:
+        async for piece in client.stream_chat([{"role": "user", "content": "hello"}]):
+            if isinstance(piece, str):
+                got.append(piece)
+    except LLMError as exc:
+        return got, exc
+    finally:
+        await client.close()
+    return got, None
+
+
+async def test_a_server_that_drops_the_stream_midway_is_unreachable_not_slow() -> None:
+    """What arrived before the cut is kept; the error says the server went away (the SDK's aiohttp transport
+    reports it as a connect timeout, which must not reach the person as 'the model is slow')."""
+    server, port = await _serve_once(_STREAM_HEAD + _chunk(_event("Wash")))
+    async with server:
+        got, error = await _stream_from(port)
+    assert got == ["Wash"]
+    assert type(error) is LLMError and "cannot be reached" in str(error)
+
+
+async def test_a_refused_connection_is_unreachable_and_a_silent_server_is_slow() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        refused_port = unused.getsockname()[1]
+    got, error = await _stream_from(refused_port)
+    assert got == [] and type(error) is LLMError and "cannot be reached" in str(error)
+
+    server, port = await _serve_once(_STREAM_HEAD + _chunk(_event("Wash")), then_hang=True)
+    async with server:
+        got, error = await _stream_from(port, timeout_s=0.5)
+    assert got == ["Wash"] and isinstance(error, LLMTimeout)
