@@ -11,7 +11,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import aiohttp
 import httpx
 import httpx2
 import openai
@@ -211,18 +210,6 @@ async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield b"\n".join(data)
 
 
-def _connection_failed(exc: BaseException) -> bool:
-    """True when a 'timeout' from the SDK was a refused or dropped connection underneath. The aiohttp transport
-    reports every aiohttp connection error (refused, server disconnected) as a connect timeout; the person should
-    hear that the model server is not answering, not that it is slow."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, aiohttp.ClientConnectionError) and not isinstance(seen, TimeoutError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 class LLMClient:
     """One per portal process: a pooled AsyncOpenAI client and the token counter of the same server."""
 
@@ -232,17 +219,14 @@ class LLMClient:
         # Many answers stream at once: the pool must not be the bottleneck.
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
         self._http = httpx.AsyncClient(timeout=timeout, limits=limits)
-        # The SDK sends the chat requests through its aiohttp transport (aiohttp's HTTP parser and stream reader are
-        # in C). Its default httpx2 stack cost a timeout scope and several layers of Python per network read: with
-        # 200 answers streaming (4,000 reads a second) that saturated the portal's event loop, and new questions
-        # waited seconds for their first token (bench/bench_chat_overhead.py, SQLite, p99 2.0 s -> 106 ms).
+        # The openai SDK runs on httpx2 (its own fork of httpx): its pool is configured the same way.
         openai_timeout = httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         self._openai = AsyncOpenAI(
             base_url=config.base_url,
             api_key=config.api_key,
             timeout=openai_timeout,
             max_retries=0,  # a retry would double the wait the person sees; they have a retry button instead
-            http_client=openai.DefaultAioHttpClient(
+            http_client=openai.DefaultAsyncHttpx2Client(
                 timeout=openai_timeout, limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
             ),
         )
@@ -277,8 +261,6 @@ class LLMClient:
                     if delta:
                         yield delta
         except (openai.APITimeoutError, httpx2.TimeoutException) as exc:
-            if _connection_failed(exc):
-                raise LLMError("the language model server cannot be reached") from exc
             raise LLMTimeout("the language model did not answer in time") from exc
         except (openai.APIConnectionError, httpx2.TransportError) as exc:
             raise LLMError("the language model server cannot be reached") from exc

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from portal.clock import Clock
-from portal.db.engine import run_unit
+from portal.db.engine import transaction
 from portal.db.models import KeyValue, RateCounter
 
 
@@ -75,7 +75,8 @@ class DatabaseState:
     ) -> int:
         if session is not None:
             return await self._count(session, key, window_start, window)
-        return await run_unit(self._db, lambda own: self.count_in_unit(own, key, window_start, window), write=True)
+        async with transaction(self._db) as own:
+            return await self._count(own, key, window_start, window)
 
     async def _count(self, session: AsyncSession, key: str, window_start: datetime, window: timedelta) -> int:
         return await session.run_sync(self.count_in_unit, key, window_start, window)
@@ -107,7 +108,8 @@ class DatabaseState:
         if session is not None:
             await self._upsert(session, keys, value, ttl)
             return
-        await run_unit(self._db, lambda own: self.put_many_in_unit(own, keys, value, ttl), write=True)
+        async with transaction(self._db) as own:
+            await self._upsert(own, keys, value, ttl)
 
     async def _upsert(self, session: AsyncSession, keys: list[str], value: bytes, ttl: timedelta) -> None:
         await session.run_sync(self.put_many_in_unit, keys, value, ttl)
@@ -121,42 +123,34 @@ class DatabaseState:
         ))
 
     async def get(self, key: str) -> bytes | None:
-        def read(session: Session) -> bytes | None:
-            return self._live(session.execute(select(KeyValue).where(KeyValue.key == key)).scalar_one_or_none())
-
-        return await run_unit(self._db, read, write=False)
+        async with self._db() as session:
+            row = (await session.execute(select(KeyValue).where(KeyValue.key == key))).scalar_one_or_none()
+            return self._live(row)
 
     async def take(self, key: str) -> bytes | None:
-        def take(session: Session) -> bytes | None:
-            row = session.execute(
-                delete(KeyValue).where(KeyValue.key == key).returning(KeyValue.value, KeyValue.expires_at)
+        async with transaction(self._db) as session:
+            row = (
+                await session.execute(delete(KeyValue).where(KeyValue.key == key).returning(KeyValue.value, KeyValue.expires_at))
             ).first()
             if row is None or (row.expires_at is not None and row.expires_at <= self._clock.now()):
                 return None
             return bytes(row.value)
 
-        return await run_unit(self._db, take, write=True)
-
     async def delete(self, key: str) -> None:
-        def remove(session: Session) -> None:
-            session.execute(delete(KeyValue).where(KeyValue.key == key))
-
-        await run_unit(self._db, remove, write=True)
+        async with transaction(self._db) as session:
+            await session.execute(delete(KeyValue).where(KeyValue.key == key))
 
     async def present(self, keys: list[str]) -> set[str]:
         if not keys:
             return set()
-        now = self._clock.now()
-
-        def read(session: Session) -> set[str]:
-            rows = session.execute(
+        async with self._db() as session:
+            rows = await session.execute(
                 select(KeyValue.key).where(
-                    KeyValue.key.in_(keys), (KeyValue.expires_at.is_(None)) | (KeyValue.expires_at > now)
+                    KeyValue.key.in_(keys),
+                    (KeyValue.expires_at.is_(None)) | (KeyValue.expires_at > self._clock.now()),
                 )
             )
             return set(rows.scalars())
-
-        return await run_unit(self._db, read, write=False)
 
     def _live(self, row: KeyValue | None) -> bytes | None:
         if row is None or (row.expires_at is not None and row.expires_at <= self._clock.now()):

@@ -101,8 +101,7 @@ async def _stream_from(port: int, timeout_s: float = 5.0) -> tuple[list[str], Ba
 
 
 async def test_a_server_that_drops_the_stream_midway_is_unreachable_not_slow() -> None:
-    """What arrived before the cut is kept; the error says the server went away (the SDK's aiohttp transport
-    reports it as a connect timeout, which must not reach the person as 'the model is slow')."""
+    """What arrived before the cut is kept; the error says the server went away, not that the model is slow."""
     server, port = await _serve_once(_STREAM_HEAD + _chunk(_event("Wash")))
     async with server:
         got, error = await _stream_from(port)
