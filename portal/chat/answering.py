@@ -326,8 +326,7 @@ class ChatService:
             return won
 
         won = await run_unit(self.runtime.db, claim, write=True)
-        beat_in_transaction = db_state is not None
-        if won and beat_in_transaction:
+        if won and db_state is not None:
             self.runner.beaten([answer_id])
         elif won:
             # The first heartbeat, off the critical path (the runner's watcher renews it every few seconds).

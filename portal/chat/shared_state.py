@@ -20,26 +20,16 @@ from portal.db.models import KeyValue, RateCounter
 
 
 class SharedState(Protocol):
-    async def count_in_window(
-        self, key: str, window_start: datetime, window: timedelta, session: AsyncSession | None = None
-    ) -> int:
+    async def count_in_window(self, key: str, window_start: datetime, window: timedelta) -> int:
         """Add one to the counter of `key` for the window starting at `window_start`; return the new count.
 
-        `session`: a unit of work already open on the database, which a database-held counter joins (one write
-        transaction instead of two); other stores ignore it."""
-        ...
-
-    @property
-    def joins_transactions(self) -> bool:
-        """True when `session` arguments are used: the state lives in the database and joins its units of work."""
+        A database-held counter can also join a unit of work already open (`DatabaseState.count_in_unit`)."""
         ...
 
     async def put(self, key: str, value: bytes, ttl: timedelta) -> None: ...
-    async def put_many(
-        self, keys: list[str], value: bytes, ttl: timedelta, session: AsyncSession | None = None
-    ) -> None:
-        """`put` for many keys in one round trip (the heartbeat of every answer a process is streaming);
-        `session` as for `count_in_window`."""
+    async def put_many(self, keys: list[str], value: bytes, ttl: timedelta) -> None:
+        """`put` for many keys in one round trip (the heartbeat of every answer a process is streaming); in the
+        database, also inside a unit of work already open (`DatabaseState.put_many_in_unit`)."""
         ...
 
     async def get(self, key: str) -> bytes | None: ...
@@ -55,7 +45,7 @@ class SharedState(Protocol):
     async def close(self) -> None: ...
 
 
-def _upsert_into(session: AsyncSession | Session, table: Any) -> Any:
+def _upsert_into(session: Session, table: Any) -> Any:
     """An INSERT that can take ON CONFLICT DO UPDATE, in the session's own dialect."""
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
@@ -66,20 +56,9 @@ class DatabaseState:
         self._db = db
         self._clock = clock
 
-    @property
-    def joins_transactions(self) -> bool:
-        return True
-
-    async def count_in_window(
-        self, key: str, window_start: datetime, window: timedelta, session: AsyncSession | None = None
-    ) -> int:
-        if session is not None:
-            return await self._count(session, key, window_start, window)
-        async with transaction(self._db) as own:
-            return await self._count(own, key, window_start, window)
-
-    async def _count(self, session: AsyncSession, key: str, window_start: datetime, window: timedelta) -> int:
-        return await session.run_sync(self.count_in_unit, key, window_start, window)
+    async def count_in_window(self, key: str, window_start: datetime, window: timedelta) -> int:
+        async with transaction(self._db) as session:
+            return await session.run_sync(self.count_in_unit, key, window_start, window)
 
     @staticmethod
     def count_in_unit(session: Session, key: str, window_start: datetime, window: timedelta) -> int:
@@ -100,19 +79,11 @@ class DatabaseState:
     async def put(self, key: str, value: bytes, ttl: timedelta) -> None:
         await self.put_many([key], value, ttl)
 
-    async def put_many(
-        self, keys: list[str], value: bytes, ttl: timedelta, session: AsyncSession | None = None
-    ) -> None:
+    async def put_many(self, keys: list[str], value: bytes, ttl: timedelta) -> None:
         if not keys:
             return
-        if session is not None:
-            await self._upsert(session, keys, value, ttl)
-            return
-        async with transaction(self._db) as own:
-            await self._upsert(own, keys, value, ttl)
-
-    async def _upsert(self, session: AsyncSession, keys: list[str], value: bytes, ttl: timedelta) -> None:
-        await session.run_sync(self.put_many_in_unit, keys, value, ttl)
+        async with transaction(self._db) as session:
+            await session.run_sync(self.put_many_in_unit, keys, value, ttl)
 
     def put_many_in_unit(self, session: Session, keys: list[str], value: bytes, ttl: timedelta) -> None:
         """`put_many` inside a unit of work run as plain code (`portal.db.engine.run_unit`)."""
@@ -171,13 +142,7 @@ class RedisState:
 
         self._redis = redis_client(url)
 
-    @property
-    def joins_transactions(self) -> bool:
-        return False
-
-    async def count_in_window(
-        self, key: str, window_start: datetime, window: timedelta, session: AsyncSession | None = None
-    ) -> int:
+    async def count_in_window(self, key: str, window_start: datetime, window: timedelta) -> int:
         bucket = f"enclave:rate:{key}:{int(window_start.timestamp())}"
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(bucket)
@@ -188,9 +153,7 @@ class RedisState:
     async def put(self, key: str, value: bytes, ttl: timedelta) -> None:
         await self._redis.set(f"enclave:{key}", value, px=_milliseconds(ttl))
 
-    async def put_many(
-        self, keys: list[str], value: bytes, ttl: timedelta, session: AsyncSession | None = None
-    ) -> None:
+    async def put_many(self, keys: list[str], value: bytes, ttl: timedelta) -> None:
         if not keys:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
