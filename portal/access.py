@@ -17,6 +17,7 @@ from sqlalchemy import literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from portal.db.engine import on_async_session
 from portal.db.models import Collection, CollectionAccess, CollectionManager, Document
 from portal.principal import Principal
 from rag.types import AccessFilter
@@ -106,13 +107,8 @@ async def expired_document_ids(session: AsyncSession, collection_ids: Iterable[s
     return frozenset(rows.scalars())
 
 
-async def retrieval_filter(session: AsyncSession, principal: Principal, now: datetime) -> AccessFilter:
-    """The vector-store filter for this person's searches: their readable collections, minus expired documents."""
-    return await session.run_sync(retrieval_filter_in_unit, principal, now)
-
-
 def retrieval_filter_in_unit(session: Session, principal: Principal, now: datetime) -> AccessFilter:
-    """`retrieval_filter` inside a unit of work run as plain code (`portal.db.engine.run_unit`).
+    """The vector-store filter for this person's searches: their readable collections, minus expired documents.
 
     One round trip (it runs for every question): the readable collections, and the expired documents in them."""
     role_list = sorted(set(principal.roles))
@@ -133,6 +129,9 @@ def retrieval_filter_in_unit(session: Session, principal: Principal, now: dateti
     for kind, item_id in rows.tuples():
         found[kind].add(item_id)
     return AccessFilter(collection_ids=frozenset(found["collection"]), excluded_document_ids=frozenset(found["expired"]))
+
+
+retrieval_filter = on_async_session(retrieval_filter_in_unit)
 
 
 async def can_read_document(session: AsyncSession, principal: Principal, document_id: str, now: datetime) -> bool:

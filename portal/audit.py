@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from portal.db.engine import on_async_session
 from portal.db.models import AuditChainHead, AuditEvent
 
 GENESIS_HASH = "0" * 64
@@ -101,31 +102,7 @@ def _lock_head_sync(session: Session) -> AuditChainHead:
     return head
 
 
-async def _lock_head(session: AsyncSession) -> AuditChainHead:
-    return await session.run_sync(_lock_head_sync)
-
-
-async def append_audit(
-    session: AsyncSession,
-    *,
-    at: datetime,
-    action: str,
-    context: AuditContext = SYSTEM_CONTEXT,
-    object_type: str | None = None,
-    object_ids: Iterable[str] = (),
-    outcome: str = "allowed",
-    model: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Append one record inside the caller's transaction, so the record commits (or not) with the action.
-
-    The chain head row is locked (FOR UPDATE on PostgreSQL; SQLite serialises writers) so appends from
-    several portal processes form one chain.
-    """
-    return await session.run_sync(
-        lambda plain: append_audit_sync(plain, at=at, action=action, context=context, object_type=object_type,
-                                        object_ids=object_ids, outcome=outcome, model=model, detail=detail)
-    )
+_lock_head = on_async_session(_lock_head_sync)
 
 
 def append_audit_sync(
@@ -140,7 +117,11 @@ def append_audit_sync(
     model: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """`append_audit` for a unit of work run as plain code (`portal.db.engine.run_unit`)."""
+    """Append one record inside the caller's transaction, so the record commits (or not) with the action.
+
+    The chain head row is locked (FOR UPDATE on PostgreSQL; SQLite serialises writers) so appends from
+    several portal processes form one chain. `append_audit` is the same for an async session.
+    """
     head = _lock_head_sync(session)
     seq = head.last_seq + 1
     ids = [str(i) for i in object_ids]
@@ -168,6 +149,9 @@ def append_audit_sync(
     head.last_hash = digest
     session.flush()
     return event
+
+
+append_audit = on_async_session(append_audit_sync)
 
 
 @dataclass

@@ -41,7 +41,7 @@ from portal.chat.turns import (
 )
 from portal.chat.views import AnswerView, ReadableDocuments, stored_answer_view
 from portal.db.base import new_id
-from portal.db.engine import run_unit, transaction
+from portal.db.engine import on_async_session, run_unit, transaction
 from portal.db.models import Citation, Conversation, Message
 from portal.principal import Principal
 from portal.runtime import Runtime
@@ -93,10 +93,6 @@ def _coalesce_tokens(
     return TokenEvent("".join(texts)), []
 
 
-async def _earlier_messages(session: AsyncSession, conversation_id: str, before: datetime) -> Sequence[Message]:
-    return await session.run_sync(_earlier_messages_in_unit, conversation_id, before)
-
-
 def _earlier_messages_in_unit(session: Session, conversation_id: str, before: datetime) -> Sequence[Message]:
     """The turns before an answer, newest first: its question, then up to HISTORY_TURNS earlier turns."""
     return session.execute(
@@ -105,6 +101,9 @@ def _earlier_messages_in_unit(session: Session, conversation_id: str, before: da
         .order_by(Message.created_at.desc())
         .limit(HISTORY_TURNS + 1)
     ).scalars().all()
+
+
+_earlier_messages = on_async_session(_earlier_messages_in_unit)
 
 
 def _history(earlier: Sequence[Message]) -> list[Turn]:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from portal.audit import AuditContext, append_audit
+from portal.db.engine import on_async_session
 from portal.db.models import Citation, Conversation, Feedback, Message
 from portal.governance.holds import is_held
 from portal.principal import Principal
@@ -41,16 +42,15 @@ async def list_conversations(session: AsyncSession, user_id: str, limit: int = S
     return rows.scalars().all()
 
 
-async def owned_conversation(session: AsyncSession, user_id: str, conversation_id: str) -> Conversation:
-    return await session.run_sync(owned_conversation_in_unit, user_id, conversation_id)
-
-
 def owned_conversation_in_unit(session: Session, user_id: str, conversation_id: str) -> Conversation:
-    """`owned_conversation` inside a unit of work run as plain code (`portal.db.engine.run_unit`)."""
+    """The person's own conversation, or ChatNotFound; `owned_conversation` for an async session."""
     conversation = session.get(Conversation, conversation_id)
     if conversation is None or conversation.user_id != user_id:
         raise ChatNotFound("That conversation does not exist, or it is not yours.")
     return conversation
+
+
+owned_conversation = on_async_session(owned_conversation_in_unit)
 
 
 async def owned_message(session: AsyncSession, user_id: str, message_id: str) -> tuple[Message, Conversation]:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from portal.db.engine import on_async_session
 from portal.db.models import RetentionPolicy
 from portal.governance.retention import decide_retention
 from portal.principal import Principal
@@ -34,12 +34,8 @@ def _most_generous(per_role: dict[str, int], roles: frozenset[str], default: int
     return max(values) if values else default
 
 
-async def chat_policy(session: AsyncSession, settings: Settings, principal: Principal) -> ChatPolicy:
-    return await session.run_sync(chat_policy_in_unit, settings, principal)
-
-
 def chat_policy_in_unit(session: Session, settings: Settings, principal: Principal) -> ChatPolicy:
-    """`chat_policy` inside a unit of work run as plain code (`portal.db.engine.run_unit`)."""
+    """What chat allows this person (their roles' policies, one query); `chat_policy` for an async session."""
     roles = principal.roles
     # One query for the role policies: they decide both general answers and retention.
     policies = (
@@ -59,3 +55,6 @@ def chat_policy_in_unit(session: Session, settings: Settings, principal: Princip
         allow_general_answers=general,
         retention_days=decide_retention(policies, sorted(roles), settings.default_retention_days).days,
     )
+
+
+chat_policy = on_async_session(chat_policy_in_unit)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -20,6 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 WRITE_OPTION = "enclave_write"  # execution option: this transaction will write
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -152,6 +153,17 @@ def _run_on_twin(twin: sessionmaker[Session], work: Callable[[Session], T], writ
         with session.begin():
             session.connection(execution_options={WRITE_OPTION: True})
             return work(session)
+
+
+def on_async_session(plain: Callable[Concatenate[Session, P], T]) -> Callable[Concatenate[AsyncSession, P], Awaitable[T]]:
+    """The async form of a function written for a plain Session (one that `run_unit` units also call): it runs in
+    the caller's async session, inside its transaction, through `run_sync`. One implementation serves both."""
+
+    async def in_async_session(session: AsyncSession, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await session.run_sync(plain, *args, **kwargs)
+
+    in_async_session.__doc__ = plain.__doc__
+    return in_async_session
 
 
 async def run_unit(factory: async_sessionmaker[AsyncSession], work: Callable[[Session], T], *, write: bool) -> T:
