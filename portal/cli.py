@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from portal import heap
 from portal.settings import Settings, SettingsError, load_settings
 
 
@@ -101,6 +102,8 @@ def _serve(settings: Settings) -> None:
     from portal.app import create_app
 
     app = create_app(settings)
+    heap.enable()
+    heap.settle()  # the application as built; the embedding model is settled again once it has loaded
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on")
 
 

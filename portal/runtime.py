@@ -16,6 +16,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from portal import heap
 from portal.clock import Clock
 from portal.db.engine import dispose_twin, make_engine, make_session_factory
 from portal.logging import get_logger
@@ -111,6 +112,8 @@ class Runtime:
             else:
                 config = EmbedderConfig(model_path=str(s.embedding_model_path) if s.embedding_model_path else None)
             self.embedder = await asyncio.to_thread(_shared_embedder, config, load_embedder)
+            # The model and its libraries now live as long as the process: keep them out of full collections.
+            heap.settle()
         except Exception as exc:  # noqa: BLE001
             self.embedder_error = f"{type(exc).__name__}: {exc}"[:200]
             log.error("embedding_model_unavailable", error=type(exc).__name__)

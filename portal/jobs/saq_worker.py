@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from portal import heap
 from portal.jobs import job_store
 from portal.logging import get_logger
 
@@ -96,6 +97,7 @@ async def _serve(concurrency: int) -> None:
             "vector store, indexing runs inside the portal process (ENCLAVE_WORKERS)"
         )
     runtime = Runtime.create(settings)
+    heap.enable()  # a long-running worker: see portal.heap
     await runtime.start()
     if runtime.store is None:
         raise click.ClickException(f"the vector store could not be opened ({runtime.store_error})")
