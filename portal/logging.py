@@ -73,7 +73,8 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "uvicorn.access", "sentence_transformers"):
+    # httpx2 and openai: the SDK logs every request to the model server at INFO, on the path to the first token.
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "uvicorn.access", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -213,9 +213,10 @@ class SentenceTransformerEmbedder(_AsyncMixin):
             expected = self.embed_documents([check])[0]
             usable: list[tuple[float, str, Any]] = []
             for precision, module in variants:
+                encoder = _QueryEncoder(module, list(self._model)[1:], names)
                 with torch.no_grad(), warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent branches: checked below
-                    graph = (torch.jit.trace(module, tuple(probe[name] for name in names), strict=False), names)
+                    graph = (torch.jit.trace(encoder, tuple(probe[name] for name in names), strict=False), names)
                 if float(np.dot(self._embed_one(graph, check), expected)) > QUERY_AGREEMENT[precision]:
                     usable.append((self._time_graph(graph, check), precision, graph))
         except Exception:  # noqa: BLE001 - any tracing problem leaves the eager path, which always works
@@ -248,14 +249,40 @@ class SentenceTransformerEmbedder(_AsyncMixin):
 
         traced, names = graph
         features = self._features(text)
+        # One call into the graph, and numpy after it: every torch operation called from Python gives up the GIL
+        # and must take it back, which a busy event loop can delay by its switch interval (5 ms) each time.
         with torch.inference_mode():
-            output = traced(*(features[name] for name in names))
+            vector = traced(*(features[name] for name in names)).numpy()
+        return _normalise(vector)[0]
+
+
+def _query_encoder_class() -> type:
+    import torch
+
+    class QueryEncoder(torch.nn.Module):
+        """The transformer and the model's own modules after it (pooling, normalisation) as one module, so that a
+        trace of it turns a tokenised question into its sentence embedding in a single call."""
+
+        def __init__(self, transformer: Any, following: list[Any], names: list[str]) -> None:
+            super().__init__()
+            self.transformer = transformer
+            self.following = torch.nn.ModuleList(following)
+            self.names = names
+
+        def forward(self, *inputs: Any) -> Any:
+            features: dict[str, Any] = dict(zip(self.names, inputs, strict=True))
+            output = self.transformer(*inputs)
             token_embeddings = output["last_hidden_state"] if isinstance(output, dict) else output[0]
             features["token_embeddings"] = token_embeddings.float()
-            for module in list(self._model)[1:]:  # pooling (and any dense layer) as the model defines them
+            for module in self.following:  # pooling (and any dense layer) as the model defines them
                 features = module(features)
-            vector = features["sentence_embedding"][0].numpy()
-        return _normalise(vector[None, :])[0]
+            return features["sentence_embedding"].float()
+
+    return QueryEncoder
+
+
+def _QueryEncoder(transformer: Any, following: list[Any], names: list[str]) -> Any:  # noqa: N802 - a constructor
+    return _query_encoder_class()(transformer, following, names)
 
 
 class OpenAIEmbedder(_AsyncMixin):
