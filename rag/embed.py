@@ -263,11 +263,11 @@ def _query_encoder_class() -> type:
         """The transformer and the model's own modules after it (pooling, normalisation) as one module, so that a
         trace of it turns a tokenised question into its sentence embedding in a single call."""
 
-        def __init__(self, transformer: Any, following: list[Any], names: list[str]) -> None:
+        def __init__(self, transformer: Any, following: list[Any], names: Sequence[str]) -> None:
             super().__init__()
             self.transformer = transformer
             self.following = torch.nn.ModuleList(following)
-            self.names = names
+            self.names = list(names)
 
         def forward(self, *inputs: Any) -> Any:
             features: dict[str, Any] = dict(zip(self.names, inputs, strict=True))
@@ -281,7 +281,7 @@ def _query_encoder_class() -> type:
     return QueryEncoder
 
 
-def _QueryEncoder(transformer: Any, following: list[Any], names: list[str]) -> Any:  # noqa: N802 - a constructor
+def _QueryEncoder(transformer: Any, following: list[Any], names: Sequence[str]) -> Any:  # noqa: N802 - a constructor
     return _query_encoder_class()(transformer, following, names)
 
 
