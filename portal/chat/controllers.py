@@ -17,7 +17,6 @@ from portal.chat.answering import AskResult, ChatService, QuestionRejected, Rate
 from portal.chat.conversations import (
     HELD_MESSAGE,
     ChatNotFound,
-    delete_conversation,
     owned_message,
     rename_conversation,
     save_feedback,
@@ -26,6 +25,8 @@ from portal.chat.sse import sse_event, token_event
 from portal.chat.turns import DoneEvent, SourcesEvent, TokenEvent
 from portal.chat.views import passage_view
 from portal.db.engine import transaction
+from portal.governance.erasure import delete_conversation_and_files
+from portal.governance.holds import HeldError
 from portal.runtime import Runtime
 from portal.web.context import audit_context
 from portal.web.errors import wants_html
@@ -185,14 +186,16 @@ class ChatController(Controller):
 
     @post("/c/{conversation_id:str}/delete", name="chat:delete")
     async def delete(self, request: Request, conversation_id: str, runtime: NamedDependency[Runtime]) -> Redirect:
+        """The same deletion as every other path (portal.governance.erasure): rows, cached entries, attachments and
+        their files and vectors; refused (and audited) under legal hold."""
+        require_principal(request)
         try:
-            async with transaction(runtime.db) as session:
-                deleted = await delete_conversation(session, require_principal(request), conversation_id,
-                                                    runtime.clock.now(), audit_context(request))
-        except ChatNotFound as exc:
-            raise NotFoundException(str(exc)) from None
-        if not deleted:
-            raise HTTPException(status_code=HTTP_409_CONFLICT, detail=HELD_MESSAGE)
+            await delete_conversation_and_files(runtime.db, runtime.store, runtime.settings.files_path, conversation_id,
+                                                audit_context(request), now=runtime.clock.now())
+        except HeldError:
+            raise HTTPException(status_code=HTTP_409_CONFLICT, detail=HELD_MESSAGE) from None
+        except LookupError:
+            raise NotFoundException("That conversation does not exist, or it is not yours.") from None
         return Redirect("/chat?deleted=1", status_code=303)
 
     @get("/search", name="chat:search")

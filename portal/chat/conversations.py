@@ -6,14 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from portal.audit import AuditContext, append_audit
 from portal.db.engine import on_async_session
 from portal.db.models import Citation, Conversation, Feedback, Message
-from portal.governance.holds import is_held
 from portal.principal import Principal
 
 TITLE_LENGTH = 80
@@ -103,30 +102,6 @@ async def rename_conversation(
         raise ValueError("A conversation needs a name.")
     conversation.title = cleaned
     return conversation
-
-
-async def delete_conversation(
-    session: AsyncSession, principal: Principal, conversation_id: str, now: datetime, context: AuditContext
-) -> bool:
-    """A real delete: messages, citations and feedback go with it. False (and the refusal audited) under legal hold."""
-    conversation = await owned_conversation(session, principal.user_id, conversation_id)
-    if await is_held(session, conversation_id=conversation.id, now=now):
-        await append_audit(
-            session, at=now, action="chat.conversation_delete", context=context, object_type="conversation",
-            object_ids=[conversation.id], outcome="denied", detail={"reason": "legal_hold"},
-        )
-        return False
-    message_ids = select(Message.id).where(Message.conversation_id == conversation.id)
-    # Explicit deletes as well as the cascade: SQLite only cascades with foreign_keys=ON on every connection.
-    await session.execute(delete(Citation).where(Citation.message_id.in_(message_ids)))
-    await session.execute(delete(Feedback).where(Feedback.message_id.in_(message_ids)))
-    await session.execute(delete(Message).where(Message.conversation_id == conversation.id))
-    await session.execute(delete(Conversation).where(Conversation.id == conversation.id))
-    await append_audit(
-        session, at=now, action="chat.conversation_delete", context=context, object_type="conversation",
-        object_ids=[conversation.id],
-    )
-    return True
 
 
 @dataclass(frozen=True)

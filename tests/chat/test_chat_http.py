@@ -191,6 +191,13 @@ async def test_feedback_rename_search_and_delete(chat_app: Any, auth: Any, test_
     async with test_db() as session:
         assert await session.get(Conversation, conversation_id) is None
         assert (await session.execute(select(Message).where(Message.conversation_id == conversation_id))).first() is None
+        # The one deletion path every other way in uses (portal.governance.erasure), audited as such.
+        deletions = (await session.execute(
+            select(AuditEvent).where(AuditEvent.action == "conversation.deleted")
+        )).scalars().all()
+    assert [e.outcome for e in deletions if conversation_id in e.object_ids] == ["allowed"]
+    gone = await nurse.post(f"/chat/c/{conversation_id}/delete", headers={**HTML, **headers}, follow_redirects=False)
+    assert gone.status_code == 404 and "Traceback" not in gone.text
 
 
 async def test_signed_out_people_cannot_chat(chat_app: Any) -> None:
