@@ -77,6 +77,8 @@ class EmbeddedLLMServer:
             stdout=log,
             stderr=log,
         )
+        if not isinstance(log, int):
+            log.close()  # the child holds its own copy of the file
         deadline = time.monotonic() + timeout
         try:
             self._wait_until_ready(deadline)
