@@ -213,7 +213,7 @@ class SentenceTransformerEmbedder(_AsyncMixin):
             expected = self.embed_documents([check])[0]
             usable: list[tuple[float, str, Any]] = []
             for precision, module in variants:
-                encoder = _QueryEncoder(module, list(self._model)[1:], names)
+                encoder = _query_encoder(module, list(self._model)[1:], names)
                 with torch.no_grad(), warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent branches: checked below
                     graph = (torch.jit.trace(encoder, tuple(probe[name] for name in names), strict=False), names)
@@ -281,7 +281,7 @@ def _query_encoder_class() -> type:
     return QueryEncoder
 
 
-def _QueryEncoder(transformer: Any, following: list[Any], names: Sequence[str]) -> Any:  # noqa: N802 - a constructor
+def _query_encoder(transformer: Any, following: list[Any], names: Sequence[str]) -> Any:
     return _query_encoder_class()(transformer, following, names)
 
 
