@@ -31,10 +31,6 @@ def enable() -> None:
     _enabled = True
 
 
-def enabled() -> bool:
-    return _enabled
-
-
 def settle() -> bool:
     """Collect garbage, then freeze everything still alive out of later full collections. True when done (only in a
     process that called `enable()`)."""
