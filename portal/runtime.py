@@ -111,9 +111,11 @@ class Runtime:
                 )
             else:
                 config = EmbedderConfig(model_path=str(s.embedding_model_path) if s.embedding_model_path else None)
-            self.embedder = await asyncio.to_thread(_shared_embedder, config, load_embedder)
-            # The model and its libraries now live as long as the process: keep them out of full collections.
+            embedder = await asyncio.to_thread(_shared_embedder, config, load_embedder)
+            # The model and its libraries now live as long as the process: keep them out of full collections. Done
+            # before the model is published, so this one long collection comes before readiness and first questions.
             heap.settle()
+            self.embedder = embedder
         except Exception as exc:  # noqa: BLE001
             self.embedder_error = f"{type(exc).__name__}: {exc}"[:200]
             log.error("embedding_model_unavailable", error=type(exc).__name__)
