@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +156,6 @@ def test_the_traced_query_path_gives_the_models_own_embedding(precision: str, mo
 def test_questions_and_document_batches_can_be_embedded_at_the_same_time() -> None:
     """Questions (traced path, no lock) run beside an indexing batch in another thread: neither may fail or
     change the other's result."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from rag.embed import EmbedderConfig, SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder(EmbedderConfig())
@@ -171,3 +170,26 @@ def test_questions_and_document_batches_can_be_embedded_at_the_same_time() -> No
             assert batch.result().shape == (len(documents), embedder.dim)
     for got, want in zip(answers, expected, strict=True):
         assert float(np.dot(got, want)) > 0.9999
+
+
+async def test_questions_are_embedded_on_one_core_while_documents_keep_every_core() -> None:
+    """A question's embedding shares the machine with the request that asked it: its thread's torch operations use
+    one core (EmbedderConfig.query_threads), and no other thread, old or new, is changed by that."""
+    import torch
+
+    from rag.embed import SentenceTransformerEmbedder
+
+    default = torch.get_num_threads()
+    embedder = SentenceTransformerEmbedder(EmbedderConfig())
+    embedder.prepare_query_path()
+    assert embedder.question_cores() == 1
+    assert torch.get_num_threads() == default
+    with ThreadPoolExecutor(max_workers=1) as fresh:  # a thread that starts computing only now
+        assert fresh.submit(torch.get_num_threads).result() == default
+
+    question = "How long must staff wash their hands?"
+    vector = await embedder.aembed_query(question)
+    assert float(np.dot(vector, embedder.embed_documents([question])[0])) > QUERY_AGREEMENT[embedder.query_precision]
+
+    everywhere = SentenceTransformerEmbedder(EmbedderConfig(query_threads=None))
+    assert everywhere.question_cores() == default
