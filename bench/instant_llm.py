@@ -47,7 +47,7 @@ class InstantLLM:
                 break
         path = scope["path"]
         if path.endswith("/chat/completions"):
-            await self._stream(body, started, send)
+            await self._stream(body, started, receive, send)
         elif path.endswith("/tokenize"):
             prompt = json.loads(body or b"{}").get("prompt", "")
             await self._json(send, {"count": len(prompt.split()) + 1, "max_model_len": 8192})
@@ -64,7 +64,24 @@ class InstantLLM:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
 
-    async def _stream(self, body: bytes, started: float, send: Any) -> None:
+    async def _stream(self, body: bytes, started: float, receive: Any, send: Any) -> None:
+        """Stream the answer until it is complete or the reader leaves. Like vLLM, which aborts a request whose
+        client disconnected, it stops there: uvicorn would otherwise accept (and drop) the rest of the answer, and
+        the instrument would spend the portal's CPU on answers nobody reads."""
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self._stream_until(body, started, send, gone)
+        finally:
+            watcher.cancel()
+
+    async def _stream_until(self, body: bytes, started: float, send: Any, gone: asyncio.Event) -> None:
         request = json.loads(body)
         marker = MARKER.search(json.dumps(request.get("messages", [])[-1:]).encode())
         count = min(self.tokens, int(request.get("max_tokens") or self.tokens))
@@ -73,6 +90,8 @@ class InstantLLM:
         self.active += 1
         try:
             for i in range(count):
+                if gone.is_set():
+                    return
                 chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "instant",
                          "choices": [{"index": 0, "delta": {"content": f"w{i} " if i else "Answer [1] "},
                                       "finish_reason": None}]}
