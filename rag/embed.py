@@ -119,6 +119,7 @@ class SentenceTransformerEmbedder(_AsyncMixin):
         self._tokenizer = self._model.tokenizer
         self._lock = threading.Lock()
         self._graph_lock = threading.Lock()
+        self._executor_lock = threading.Lock()  # not the graph's: tracing holds that for a second or two
         get_dim = getattr(self._model, "get_embedding_dimension", None) or (
             self._model.get_sentence_embedding_dimension
         )
@@ -207,7 +208,7 @@ class SentenceTransformerEmbedder(_AsyncMixin):
         return int(self._question_thread().submit(torch.get_num_threads).result())
 
     def _question_thread(self) -> ThreadPoolExecutor:
-        with self._graph_lock:
+        with self._executor_lock:
             if self._query_executor is None:
                 self._query_executor = _pinned_thread(self._query_threads)
         return self._query_executor
