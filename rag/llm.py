@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import aiohttp
 import httpx
 import httpx2
 import openai
@@ -210,6 +211,23 @@ async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield b"\n".join(data)
 
 
+def _connection_failed(error: BaseException) -> bool:
+    """Whether a failure reported as a timeout was a refused or dropped connection underneath.
+
+    The SDK's aiohttp transport maps every `aiohttp.ClientConnectionError` (a refused connection, a server that
+    went away) to httpx2's ConnectTimeout; the person should read "cannot be reached" for those, not "slow"."""
+    seen: BaseException | None = error
+    for _ in range(16):  # a chain is a few links long; never follow a cycle
+        if seen is None:
+            break
+        if isinstance(seen, aiohttp.ServerTimeoutError | TimeoutError):
+            return False
+        if isinstance(seen, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError | ConnectionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class LLMClient:
     """One per portal process: a pooled AsyncOpenAI client and the token counter of the same server."""
 
@@ -219,14 +237,16 @@ class LLMClient:
         # Many answers stream at once: the pool must not be the bottleneck.
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
         self._http = httpx.AsyncClient(timeout=timeout, limits=limits)
-        # The openai SDK runs on httpx2 (its own fork of httpx): its pool is configured the same way.
+        # The SDK's aiohttp transport (`openai[aiohttp]`): its HTTP parser and stream reader are in C. With the SDK's
+        # default transport (httpx2 over httpcore2 and anyio: h11 parsing and a timeout scope per read) reading
+        # 4,000 tokens a second across 200 answers took all of the event loop; see docs/chat.md for the figures.
         openai_timeout = httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         self._openai = AsyncOpenAI(
             base_url=config.base_url,
             api_key=config.api_key,
             timeout=openai_timeout,
             max_retries=0,  # a retry would double the wait the person sees; they have a retry button instead
-            http_client=openai.DefaultAsyncHttpx2Client(
+            http_client=openai.DefaultAioHttpClient(
                 timeout=openai_timeout, limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
             ),
         )
@@ -261,6 +281,8 @@ class LLMClient:
                     if delta:
                         yield delta
         except (openai.APITimeoutError, httpx2.TimeoutException) as exc:
+            if _connection_failed(exc):
+                raise LLMError("the language model server cannot be reached") from exc
             raise LLMTimeout("the language model did not answer in time") from exc
         except (openai.APIConnectionError, httpx2.TransportError) as exc:
             raise LLMError("the language model server cannot be reached") from exc
