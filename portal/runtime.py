@@ -39,6 +39,7 @@ def _shared_embedder(config: Any, loader: Any) -> Any:
             prepare = getattr(embedder, "prepare_query_path", None)
             if prepare is not None:
                 prepare()
+                log.debug("embedding_query_path", path=getattr(embedder, "query_path", "eager"))
             _EMBEDDERS[key] = embedder
         return _EMBEDDERS[key]
 
@@ -110,7 +111,10 @@ class Runtime:
                     tokenizer_path=str(s.embedding_model_path) if s.embedding_model_path else None,
                 )
             else:
-                config = EmbedderConfig(model_path=str(s.embedding_model_path) if s.embedding_model_path else None)
+                config = EmbedderConfig(
+                    model_path=str(s.embedding_model_path) if s.embedding_model_path else None,
+                    query_onnx=s.embedding_query_onnx,
+                )
             embedder = await asyncio.to_thread(_shared_embedder, config, load_embedder)
             # The model and its libraries now live as long as the process: keep them out of full collections. Done
             # before the model is published, so this one long collection comes before readiness and first questions.

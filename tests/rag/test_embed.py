@@ -128,21 +128,23 @@ def test_openai_backend_refuses_an_unreachable_endpoint() -> None:
         )
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_the_traced_query_path_gives_the_models_own_embedding(precision: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The query path (a TorchScript trace, run without the GIL) must agree with SentenceTransformer.encode for
-    questions of any length, including ones longer than the model's window, in either precision the load-time
-    timing may choose (here the choice is made for the test, not timed)."""
+@pytest.mark.parametrize("path", ["torch-float32", "torch-bfloat16", "onnxruntime-float32"])
+def test_each_query_path_gives_the_models_own_embedding(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every question path the load-time timing may choose (a TorchScript trace in either precision, or ONNX
+    Runtime; each runs without the GIL) must agree with SentenceTransformer.encode for questions of any length,
+    including ones longer than the model's window (here the choice is made for the test, not timed)."""
     from rag.embed import EmbedderConfig, SentenceTransformerEmbedder
 
     def choose(usable: list[tuple[float, str, Any]]) -> tuple[str, Any]:
-        (graph,) = [graph for _seconds, name, graph in usable if name == precision]
-        return precision, graph
+        (graph,) = [graph for _seconds, name, graph in usable if name == path]
+        return path, graph
 
     monkeypatch.setattr(SentenceTransformerEmbedder, "_choose", staticmethod(choose))
     embedder = SentenceTransformerEmbedder(EmbedderConfig())
     assert embedder.prepare_query_path() is True
-    assert embedder.query_precision == precision
+    assert embedder.query_path == path
+    precision = embedder.query_precision
+    assert precision == path.rpartition("-")[2]
     for question in ("dose?", "How long must staff wash their hands before patient contact?",
                      "Ünïcödé question with emoji 😀 " * 5, "word " * 400,
                      "Quelle est la politique de confidentialité des élèves ?", "こんにちは、学校の方針について教えてください"):
@@ -193,3 +195,31 @@ async def test_questions_are_embedded_on_one_core_while_documents_keep_every_cor
 
     everywhere = SentenceTransformerEmbedder(EmbedderConfig(query_threads=None))
     assert everywhere.question_cores() == default
+
+
+def test_onnx_runtime_runs_a_question_on_the_calling_thread_alone_and_can_be_turned_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ONNX Runtime candidate keeps to `query_threads` (one: the question thread itself, no pool spinning
+    beside the event loop); with `query_onnx=False` it is not built at all and a trace serves the questions."""
+    from rag.embed import SentenceTransformerEmbedder, _OnnxGraph
+
+    built: list[Any] = []
+
+    def choose(usable: list[tuple[float, str, Any]]) -> tuple[str, Any]:
+        built.extend(graph for _seconds, name, graph in usable if name == "onnxruntime-float32")
+        _seconds, name, graph = min(usable, key=lambda item: item[0])
+        return name, graph
+
+    monkeypatch.setattr(SentenceTransformerEmbedder, "_choose", staticmethod(choose))
+    SentenceTransformerEmbedder(EmbedderConfig()).prepare_query_path()
+    (graph,) = built
+    assert isinstance(graph, _OnnxGraph)
+    options = graph.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+    built.clear()
+    without = SentenceTransformerEmbedder(EmbedderConfig(query_onnx=False))
+    assert without.prepare_query_path() is True
+    assert built == [] and without.query_path.startswith("torch-")
