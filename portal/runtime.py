@@ -31,17 +31,19 @@ _EMBEDDERS: dict[str, Any] = {}
 _EMBEDDERS_LOCK = threading.Lock()
 
 
-def _shared_embedder(config: Any, loader: Any) -> Any:
+def _shared_embedder(config: Any, loader: Any, questions: bool = True) -> Any:
+    """The process's embedder for `config`; with `questions`, its question path built now rather than on the first
+    question (processes that only index documents never build it: ONNX Runtime's copy of the weights is ~130 MB)."""
     key = repr(config)
     with _EMBEDDERS_LOCK:
         if key not in _EMBEDDERS:
-            embedder = loader(config)
-            prepare = getattr(embedder, "prepare_query_path", None)
-            if prepare is not None:
-                prepare()
-                log.debug("embedding_query_path", path=getattr(embedder, "query_path", "eager"))
-            _EMBEDDERS[key] = embedder
-        return _EMBEDDERS[key]
+            _EMBEDDERS[key] = loader(config)
+        embedder = _EMBEDDERS[key]
+        prepare = getattr(embedder, "prepare_query_path", None)
+        if questions and prepare is not None:
+            prepare()  # once: later calls find the path built
+            log.debug("embedding_query_path", path=getattr(embedder, "query_path", "eager"))
+        return embedder
 
 
 @dataclass
@@ -56,10 +58,13 @@ class Runtime:
     jobs: Any = None  # the in-process indexing workers (portal.jobs.workers), when this process runs them
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
+    answers_questions: bool = True  # False in processes that only index documents (workers, the ingest command)
+
     @classmethod
-    def create(cls, settings: Settings) -> Runtime:
+    def create(cls, settings: Settings, *, answers_questions: bool = True) -> Runtime:
         engine = make_engine(settings.resolved_database_url, echo=settings.database_echo)
-        return cls(settings=settings, engine=engine, db=make_session_factory(engine))
+        return cls(settings=settings, engine=engine, db=make_session_factory(engine),
+                   answers_questions=answers_questions)
 
     @property
     def clock(self) -> Clock:
@@ -115,7 +120,7 @@ class Runtime:
                     model_path=str(s.embedding_model_path) if s.embedding_model_path else None,
                     query_onnx=s.embedding_query_onnx,
                 )
-            embedder = await asyncio.to_thread(_shared_embedder, config, load_embedder)
+            embedder = await asyncio.to_thread(_shared_embedder, config, load_embedder, self.answers_questions)
             # The model and its libraries now live as long as the process: keep them out of full collections. Done
             # before the model is published, so this one long collection comes before readiness and first questions.
             heap.settle()

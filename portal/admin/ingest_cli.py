@@ -197,7 +197,7 @@ async def _run(path: Path, collection: str, create: bool, wait: bool) -> int:
     await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
     if settings.workers < 1:
         settings = settings.model_copy(update={"workers": 1})
-    runtime = Runtime.create(settings)
+    runtime = Runtime.create(settings, answers_questions=False)
     await runtime.start()
     console = Console(stderr=False, soft_wrap=True)
     try:

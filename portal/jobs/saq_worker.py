@@ -96,7 +96,7 @@ async def _serve(concurrency: int) -> None:
             "separate worker processes need a shared Qdrant server (ENCLAVE_QDRANT_URL); with the embedded "
             "vector store, indexing runs inside the portal process (ENCLAVE_WORKERS)"
         )
-    runtime = Runtime.create(settings)
+    runtime = Runtime.create(settings, answers_questions=False)
     heap.enable()  # a long-running worker: see portal.heap
     await runtime.start()
     if runtime.store is None:
