@@ -205,7 +205,7 @@ class SentenceTransformerEmbedder(_AsyncMixin):
         return self.query_path.rpartition("-")[2] if "-" in self.query_path else "float32"
 
     def prepare_query_path(self) -> bool:
-        """Build the traced query path now (a second or two) rather than on the first question; True when in use."""
+        """Build the question path now (a few seconds) rather than on the first question; True when in use."""
         self._question_thread()
         return self._query_graph() is not None
 
@@ -255,11 +255,10 @@ class SentenceTransformerEmbedder(_AsyncMixin):
             return None, "unavailable"
         usable: list[tuple[float, str, Any]] = []
         for name, build in self._query_candidates():
+            agreement = QUERY_AGREEMENT[name.rpartition("-")[2]]  # by precision
             try:  # a candidate that cannot be built or disagrees is left out; the others still compete
                 graph = build(probe, names)
-                if graph is not None and float(np.dot(self._embed_one(graph, check), expected)) > QUERY_AGREEMENT[
-                    name.rpartition("-")[2]
-                ]:
+                if graph is not None and float(np.dot(self._embed_one(graph, check), expected)) > agreement:
                     usable.append((self._time_graph(graph, check), name, graph))
             except Exception:  # noqa: BLE001, S112
                 continue
