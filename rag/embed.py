@@ -202,7 +202,7 @@ class SentenceTransformerEmbedder(_AsyncMixin):
     @property
     def query_precision(self) -> str:
         """The precision of the question path's weights ("float32" or "bfloat16")."""
-        return self.query_path.rpartition("-")[2] if "-" in self.query_path else "float32"
+        return _precision_of(self.query_path)
 
     def prepare_query_path(self) -> bool:
         """Build the question path now (a few seconds) rather than on the first question; True when in use."""
@@ -255,7 +255,7 @@ class SentenceTransformerEmbedder(_AsyncMixin):
             return None, "unavailable"
         usable: list[tuple[float, str, Any]] = []
         for name, build in self._query_candidates():
-            agreement = QUERY_AGREEMENT[name.rpartition("-")[2]]  # by precision
+            agreement = QUERY_AGREEMENT[_precision_of(name)]
             try:  # a candidate that cannot be built or disagrees is left out; the others still compete
                 graph = build(probe, names)
                 if graph is not None and float(np.dot(self._embed_one(graph, check), expected)) > agreement:
@@ -305,6 +305,11 @@ class SentenceTransformerEmbedder(_AsyncMixin):
         # One call into the graph, and numpy after it: every torch operation called from Python gives up the GIL
         # and must take it back, which a busy event loop can delay by its switch interval (5 ms) each time.
         return _normalise(graph(self._features(text)))[0]
+
+
+def _precision_of(query_path: str) -> str:
+    """The weights' precision a question path name ends with ("torch-bfloat16" -> "bfloat16"); "eager" is float32."""
+    return query_path.rpartition("-")[2] if "-" in query_path else "float32"
 
 
 class QueryGraph(Protocol):
