@@ -25,7 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.chat_bench_support import Deployment, ask, lean_copy, new_marker, percentile  # noqa: E402
+from bench.chat_bench_support import (  # noqa: E402
+    Deployment,
+    ask,
+    lean_copy,
+    new_marker,
+    percentile,
+    portal_overhead_ms,
+)
 from bench.lean_http import LeanClient  # noqa: E402
 
 
@@ -85,7 +92,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             # one question's measurement does not carry the previous answer's cleanup.
             await asyncio.sleep(args.pause_s)
         ttft = await deployment.instrument_ttft()
-        single_overhead = [e * 1000 - ttft.get(m, 0.0) for e, m in single]
+        single_overhead = portal_overhead_ms(single, ttft)
 
         results = {"ok": 0, "cut": 0, "error": 0}
         started = [asyncio.Event() for _ in range(args.streams)]
@@ -118,7 +125,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         streaming_during = sum(1 for t in background if not t.done())
         await asyncio.gather(*background)
         ttft = await deployment.instrument_ttft()
-        loaded_overhead = [e * 1000 - ttft.get(m, 0.0) for e, m in measured]
+        loaded_overhead = portal_overhead_ms(measured, ttft)
         await client.aclose()
         await signed_in.aclose()
         return {

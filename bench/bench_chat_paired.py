@@ -26,13 +26,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_chat_overhead import first_token  # noqa: E402
-from bench.chat_bench_support import Deployment, lean_copy, percentile  # noqa: E402
+from bench.chat_bench_support import (  # noqa: E402
+    Deployment,
+    instrument_ttft,
+    lean_copy,
+    percentile,
+    portal_overhead_ms,
+)
 from bench.lean_http import LeanClient  # noqa: E402
 
 
@@ -78,11 +82,8 @@ async def compare(tree: Path, baseline: str, pairs: int, pause_s: float) -> dict
                 elapsed, marker, _ = await first_token(clients[label], keep_reading=False)
                 asked[label].append((elapsed, marker))
                 await asyncio.sleep(pause_s)
-        overhead: dict[str, list[float]] = {}
-        async with httpx.AsyncClient(timeout=10) as http:
-            for label, (_p, info) in sides.items():
-                ttft = (await http.get(f"{info['llm_url']}/stats")).json()["ttft_ms"]
-                overhead[label] = [e * 1000 - ttft.get(m, 0.0) for e, m in asked[label]]
+        overhead = {label: portal_overhead_ms(asked[label], await instrument_ttft(info["llm_url"]))
+                    for label, (_p, info) in sides.items()}
         differences = [new - old for old, new in zip(overhead["baseline"], overhead["this_tree"], strict=True)]
         return {
             "benchmark": "chat_overhead_paired",

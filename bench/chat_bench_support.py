@@ -172,8 +172,19 @@ class Deployment:
         return client
 
     async def instrument_ttft(self) -> dict[str, float]:
-        async with httpx.AsyncClient(timeout=10) as client:
-            return dict((await client.get(f"{self.llm_url}/stats")).json()["ttft_ms"])
+        return await instrument_ttft(self.llm_url)
+
+
+async def instrument_ttft(llm_url: str) -> dict[str, float]:
+    """The instrument LLM's own time to first token (ms) for each question marker it has answered."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        return dict((await client.get(f"{llm_url}/stats")).json()["ttft_ms"])
+
+
+def portal_overhead_ms(asked: list[tuple[float, str]], ttft: dict[str, float]) -> list[float]:
+    """Each question's time to its first token event (seconds, as measured by the client) less the instrument's own
+    time to first token for it: the portal's share, in ms."""
+    return [elapsed * 1000 - ttft.get(marker, 0.0) for elapsed, marker in asked]
 
 
 def new_marker() -> str:
