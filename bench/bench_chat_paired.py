@@ -60,10 +60,17 @@ def _start_side(tree: Path, log: Path) -> tuple[subprocess.Popen[bytes], dict[st
         stderr=log.open("wb"),
     )
     assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        raise RuntimeError(f"the deployment for {tree} did not start; see {log}")
-    return process, json.loads(line)
+    # The signed-in session is the one JSON line; log lines printed while the deployment seeds may come before it.
+    for line in process.stdout:
+        try:
+            info = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(info, dict) and "base_url" in info:
+            return process, info
+    process.terminate()  # not yet among the sides that `compare` stops
+    process.wait(60)
+    raise RuntimeError(f"the deployment for {tree} did not start; see {log}")
 
 
 async def compare(tree: Path, baseline: str, pairs: int, pause_s: float) -> dict[str, object]:
