@@ -131,11 +131,14 @@ class Deployment:
 
     async def _seed(self, env: dict[str, str]) -> None:
         """Sample collections and one indexed clinical policy, written before the portal opens the store."""
+        from portal.logging import configure_logging
         from portal.runtime import Runtime
         from portal.seed import seed_sample_data
         from portal.settings import Settings
         from tests.chat.helpers import add_collection, add_document
 
+        # The portal's code runs here too: its log lines go to stderr as in the portal, stdout keeps the bench's JSON.
+        configure_logging()
         keys = {k[len("ENCLAVE_"):].lower(): v for k, v in env.items() if k.startswith("ENCLAVE_")}
         settings = Settings(**{k: json.loads(v) if k == "oidc_providers" else v for k, v in keys.items()})
         await seed_sample_data(settings)
