@@ -119,6 +119,18 @@ def _minute_start(now: datetime) -> datetime:
     return now.replace(second=0, microsecond=0)
 
 
+@dataclass(frozen=True)
+class _SavedQuestion:
+    """What the question's unit of work read and wrote. Conversation, answer and the rest are None for a
+    zero-retention turn, which keeps nothing and is worked out by its stream."""
+
+    policy: ChatPolicy
+    conversation: Conversation | None = None
+    answer: Message | None = None
+    history: list[Turn] = field(default_factory=list)
+    access: AccessFilter | None = None
+
+
 @dataclass
 class ChatService:
     """One per portal process: the LLM client, shared state, and the Stop events of the streams it serves."""
@@ -172,9 +184,10 @@ class ChatService:
         if settings.audit_question_text:
             audit_detail["question"] = question
 
-        def save(session: Session) -> tuple[ChatPolicy, Conversation | None, Message | None]:
+        def save(session: Session) -> _SavedQuestion:
             """One unit of work: the person's chat policy, the rate counter, the question, its pending answer and
-            the audit record."""
+            the audit record; and what answering needs from the database (history, the retrieval filter), so that
+            the answer's preparation starts with no round trip of its own."""
             policy = chat_policy_in_unit(session, settings, principal)
             count = counted if db_state is None else db_state.count_in_unit(session, rate_key, window_start, RATE_WINDOW)
             if count is not None and count > policy.questions_per_minute:
@@ -184,14 +197,18 @@ class ChatService:
             if policy.zero_retention:
                 append_audit_sync(session, at=now, action="chat.question", context=context,
                                   object_type="ephemeral_turn", detail=detail)
-                return policy, None, None
+                return _SavedQuestion(policy)
             conversation, asked, answer = self._add_turn(session, principal, question, conversation_id, now)
             append_audit_sync(session, at=now, action="chat.question", context=context, object_type="conversation",
                               object_ids=[conversation.id, asked.id, answer.id], detail=detail)
-            return policy, conversation, answer
+            # The turns before this question (the newest one read here is the question itself).
+            earlier = _earlier_messages_in_unit(session, conversation.id, answer.created_at) if conversation_id else []
+            return _SavedQuestion(policy, conversation, answer, _history(earlier[1:]),
+                                  retrieval_filter_in_unit(session, principal, now))
 
-        policy, conversation, answer = await run_unit(self.runtime.db, save, write=True)
-        if conversation is None or answer is None:
+        saved = await run_unit(self.runtime.db, save, write=True)
+        conversation, answer = saved.conversation, saved.answer
+        if conversation is None or answer is None or saved.access is None:
             token = EPHEMERAL_PREFIX + secrets.token_urlsafe(24)
             record = json.dumps({"user_id": principal.user_id, "question": question}).encode()
             # After the unit of work: a database-held store writes in its own transaction.
@@ -199,22 +216,15 @@ class ChatService:
             return AskResult(answer_id=token, conversation_id=None, ephemeral=True)
         # While the page opens the answer's stream, work out what the answer needs (a head start for this process;
         # a stream served elsewhere works it out itself).
-        self.runner.prepared.start(answer.id, self._prepare(principal, question, conversation.id, answer.created_at,
-                                                            policy, new_conversation=not conversation_id),
+        self.runner.prepared.start(answer.id, self._prepare(principal, question, conversation.id, saved.policy,
+                                                            saved.history, saved.access),
                                    name=f"chat-prepare-{answer.id}")
         return AskResult(answer_id=answer.id, conversation_id=conversation.id)
 
     async def _prepare(
-        self, principal: Principal, question: str, conversation_id: str, answer_created_at: datetime,
-        policy: ChatPolicy, *, new_conversation: bool,
+        self, principal: Principal, question: str, conversation_id: str, policy: ChatPolicy, history: list[Turn],
+        access: AccessFilter,
     ) -> PreparedTurn:
-        now = self.now
-
-        def read(session: Session) -> tuple[list[Turn], AccessFilter]:
-            earlier = [] if new_conversation else _earlier_messages_in_unit(session, conversation_id, answer_created_at)
-            return _history(earlier[1:]), retrieval_filter_in_unit(session, principal, now)
-
-        history, access = await run_unit(self.runtime.db, read, write=False)
         # Warms the token-count cache for the prompt; not waited for (the model server may be slow or down: the
         # turn then counts, or fails, by itself).
         self._track(asyncio.create_task(self.runner.count_prompt_frame(question, history), name="chat-count-early"))

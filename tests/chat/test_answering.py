@@ -446,6 +446,26 @@ async def test_the_stream_uses_what_was_prepared_while_the_page_opened_it(make_c
     env.runtime.store = None
 
 
+async def test_a_follow_up_is_prepared_with_the_conversations_history(make_chat_env: Callable[..., Any]) -> None:
+    """The question's own unit of work reads the history and the retrieval filter for the preparation: a follow-up
+    gets the earlier question and its answer, exactly what a stream served by another process works out afresh."""
+    env = await make_chat_env()
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    first = await env.chat.ask(nurse, QUESTION, None, CTX)
+    answered = (await collect(env.chat.stream(nurse, first.answer_id, CTX)))[-1].answer
+    assert answered.status in ("complete", "incomplete") and answered.content
+    follow_up = await env.chat.ask(nurse, "And after removing gloves?", first.conversation_id, CTX)
+    ready = await _prepared(env, follow_up.answer_id)
+    assert [(t.role, t.content) for t in ready.history] == [("user", QUESTION), ("assistant", answered.content)]
+    async with env.runtime.db() as session:
+        answer = await session.get(Message, follow_up.answer_id)
+        assert answer is not None
+        afresh = await env.chat._read_turn(session, nurse, answer, first.conversation_id, CTX)
+    assert afresh.history == ready.history and afresh.access == ready.access and afresh.policy == ready.policy
+    assert afresh.question == ready.question == "And after removing gloves?"
+
+
 async def test_a_preparation_is_not_used_once_the_persons_roles_changed(make_chat_env: Callable[..., Any]) -> None:
     """Prepared as a nurse, streamed after the identity provider made them a teacher: the passages come from what a
     teacher may read, never from the nurse-time preparation."""
