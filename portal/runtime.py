@@ -119,6 +119,7 @@ class Runtime:
                 config = EmbedderConfig(
                     model_path=str(s.embedding_model_path) if s.embedding_model_path else None,
                     query_onnx=s.embedding_query_onnx,
+                    query_int8=s.embedding_query_int8,
                 )
             embedder = await asyncio.to_thread(_shared_embedder, config, load_embedder, self.answers_questions)
             # The model and its libraries now live as long as the process: keep them out of full collections. Done

@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     embedding_endpoint_model: str | None = None
     # Let questions be embedded through ONNX Runtime where that is faster (about 130 MB more per process).
     embedding_query_onnx: bool = True
+    # ... and through its int8 copy of the model where that agrees with the model and is faster still.
+    embedding_query_int8: bool = True
     reranker_model_path: Path | None = None
 
     llm_base_url: str | None = None  # default: start the embedded llama.cpp server

@@ -128,10 +128,10 @@ def test_openai_backend_refuses_an_unreachable_endpoint() -> None:
         )
 
 
-@pytest.mark.parametrize("path", ["torch-float32", "torch-bfloat16", "onnxruntime-float32"])
+@pytest.mark.parametrize("path", ["torch-float32", "torch-bfloat16", "onnxruntime-float32", "onnxruntime-int8"])
 def test_each_query_path_gives_the_models_own_embedding(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every question path the load-time timing may choose (a TorchScript trace in either precision, or ONNX
-    Runtime; each runs without the GIL) must agree with SentenceTransformer.encode for questions of any length,
+    Runtime in float32 or int8; each runs without the GIL) must agree with SentenceTransformer.encode for questions of any length,
     including ones longer than the model's window (here the choice is made for the test, not timed)."""
     from rag.embed import EmbedderConfig, SentenceTransformerEmbedder
 
@@ -200,26 +200,40 @@ async def test_questions_are_embedded_on_one_core_while_documents_keep_every_cor
 def test_onnx_runtime_runs_a_question_on_the_calling_thread_alone_and_can_be_turned_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The ONNX Runtime candidate keeps to `query_threads` (one: the question thread itself, no pool spinning
-    beside the event loop); with `query_onnx=False` it is not built at all and a trace serves the questions."""
+    """The ONNX Runtime candidates (float32 and int8) keep to `query_threads` (one: the question thread itself, no
+    pool spinning beside the event loop); `query_int8=False` leaves the int8 one out, and with `query_onnx=False`
+    neither is built and a trace serves the questions."""
     from rag.embed import SentenceTransformerEmbedder, _OnnxGraph
 
-    built: list[Any] = []
+    built: dict[str, Any] = {}
 
     def choose(usable: list[tuple[float, str, Any]]) -> tuple[str, Any]:
-        built.extend(graph for _seconds, name, graph in usable if name == "onnxruntime-float32")
+        built.update((name, graph) for _seconds, name, graph in usable if name.startswith("onnxruntime-"))
         _seconds, name, graph = min(usable, key=lambda item: item[0])
         return name, graph
 
     monkeypatch.setattr(SentenceTransformerEmbedder, "_choose", staticmethod(choose))
     SentenceTransformerEmbedder(EmbedderConfig()).prepare_query_path()
-    (graph,) = built
-    assert isinstance(graph, _OnnxGraph)
-    options = graph.session.get_session_options()
-    assert options.intra_op_num_threads == 1
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert sorted(built) == ["onnxruntime-float32", "onnxruntime-int8"]
+    for graph in built.values():
+        assert isinstance(graph, _OnnxGraph)
+        options = graph.session.get_session_options()
+        assert options.intra_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    # The int8 graph really is quantised: close to the float32 graph's vector, but not the same.
+    features = {name: np.array([[101, 2129, 2146, 2442, 3095, 9378, 2037, 2398, 1029, 102]]) for name in ("input_ids",)}
+    features["attention_mask"] = np.ones_like(features["input_ids"])
+    features["token_type_ids"] = np.zeros_like(features["input_ids"])
+    vectors = {name: graph(features)[0] / np.linalg.norm(graph(features)[0]) for name, graph in built.items()}
+    agreement = float(np.dot(vectors["onnxruntime-int8"], vectors["onnxruntime-float32"]))
+    assert QUERY_AGREEMENT["int8"] < agreement < 0.99999
+
+    built.clear()
+    no_int8 = SentenceTransformerEmbedder(EmbedderConfig(query_int8=False))
+    assert no_int8.prepare_query_path() is True
+    assert sorted(built) == ["onnxruntime-float32"] and no_int8.query_path != "onnxruntime-int8"
 
     built.clear()
     without = SentenceTransformerEmbedder(EmbedderConfig(query_onnx=False))
     assert without.prepare_query_path() is True
-    assert built == [] and without.query_path.startswith("torch-")
+    assert built == {} and without.query_path.startswith("torch-")
