@@ -37,6 +37,7 @@ from portal.chat.turns import (
     TokenEvent,
     TurnInput,
     TurnRunner,
+    consume_exception,
     live_key,
 )
 from portal.chat.views import AnswerView, ReadableDocuments, stored_answer_view
@@ -128,7 +129,6 @@ class _SavedQuestion:
     conversation: Conversation | None = None
     answer: Message | None = None
     history: list[Turn] = field(default_factory=list)
-    access: AccessFilter | None = None
 
 
 @dataclass
@@ -161,16 +161,34 @@ class ChatService:
             raise QuestionRejected("Please type a question first.")
         if len(question) > MAX_QUESTION_CHARS:
             raise QuestionRejected(f"Please keep a question under {MAX_QUESTION_CHARS} characters.")
-        # The question's embedding starts now, while the question is saved and the page opens the answer's stream.
+        # The question's embedding starts now, while the question is saved and the page opens the answer's stream;
+        # so does the search for its passages, which needs only the question and the person's retrieval filter.
+        # (The model is called by the answer's stream, which can only claim an answer once it is saved.)
         self.runner.embed_early(question)
+        searching = asyncio.create_task(self._search_early(principal, question), name="chat-search-early")
+        searching.add_done_callback(consume_exception)
         try:
-            return await self._save_question(principal, question, conversation_id, context)
+            return await self._save_question(principal, question, conversation_id, context, searching)
         except BaseException:
-            self.runner.drop_early(question)  # not asked (over the limit, not theirs): the embedding is not needed
+            # Not asked (over the limit, not theirs): neither the embedding nor the passages are needed.
+            searching.cancel()
+            self.runner.drop_early(question)
             raise
 
+    async def _search_early(self, principal: Principal, question: str) -> tuple[AccessFilter, list[SearchHit] | None]:
+        """The person's retrieval filter, and the passages it lets them read (None: the search failed here; the
+        stream searches again and reports a failure)."""
+        now = self.now
+        access = await run_unit(self.runtime.db, lambda session: retrieval_filter_in_unit(session, principal, now),
+                                write=False)
+        try:
+            return access, await self.runner.search_passages(question, access)
+        except Exception:  # noqa: BLE001
+            return access, None
+
     async def _save_question(
-        self, principal: Principal, question: str, conversation_id: str | None, context: AuditContext
+        self, principal: Principal, question: str, conversation_id: str | None, context: AuditContext,
+        searching: asyncio.Task[tuple[AccessFilter, list[SearchHit] | None]],
     ) -> AskResult:
         now = self.now
         settings = self.runtime.settings
@@ -186,8 +204,7 @@ class ChatService:
 
         def save(session: Session) -> _SavedQuestion:
             """One unit of work: the person's chat policy, the rate counter, the question, its pending answer and
-            the audit record; and what answering needs from the database (history, the retrieval filter), so that
-            the answer's preparation starts with no round trip of its own."""
+            the audit record; and the conversation's history for the answer's preparation (one round trip fewer)."""
             policy = chat_policy_in_unit(session, settings, principal)
             count = counted if db_state is None else db_state.count_in_unit(session, rate_key, window_start, RATE_WINDOW)
             if count is not None and count > policy.questions_per_minute:
@@ -203,12 +220,12 @@ class ChatService:
                               object_ids=[conversation.id, asked.id, answer.id], detail=detail)
             # The turns before this question (the newest one read here is the question itself).
             earlier = _earlier_messages_in_unit(session, conversation.id, answer.created_at) if conversation_id else []
-            return _SavedQuestion(policy, conversation, answer, _history(earlier[1:]),
-                                  retrieval_filter_in_unit(session, principal, now))
+            return _SavedQuestion(policy, conversation, answer, _history(earlier[1:]))
 
         saved = await run_unit(self.runtime.db, save, write=True)
         conversation, answer = saved.conversation, saved.answer
-        if conversation is None or answer is None or saved.access is None:
+        if conversation is None or answer is None:
+            searching.cancel()  # a zero-retention turn is worked out by its stream
             token = EPHEMERAL_PREFIX + secrets.token_urlsafe(24)
             record = json.dumps({"user_id": principal.user_id, "question": question}).encode()
             # After the unit of work: a database-held store writes in its own transaction.
@@ -217,21 +234,22 @@ class ChatService:
         # While the page opens the answer's stream, work out what the answer needs (a head start for this process;
         # a stream served elsewhere works it out itself).
         self.runner.prepared.start(answer.id, self._prepare(principal, question, conversation.id, saved.policy,
-                                                            saved.history, saved.access),
+                                                            saved.history, searching),
                                    name=f"chat-prepare-{answer.id}")
         return AskResult(answer_id=answer.id, conversation_id=conversation.id)
 
     async def _prepare(
         self, principal: Principal, question: str, conversation_id: str, policy: ChatPolicy, history: list[Turn],
-        access: AccessFilter,
+        searching: asyncio.Task[tuple[AccessFilter, list[SearchHit] | None]],
     ) -> PreparedTurn:
         # Warms the token-count cache for the prompt; not waited for (the model server may be slow or down: the
         # turn then counts, or fails, by itself).
         self._track(asyncio.create_task(self.runner.count_prompt_frame(question, history), name="chat-count-early"))
         try:
-            hits: list[SearchHit] | None = await self.runner.search_passages(question, access)
-        except Exception:  # noqa: BLE001 - the stream searches again and tells the person if it fails there too
-            hits = None
+            access, hits = await searching
+        except BaseException:
+            searching.cancel()  # this preparation was dropped (too old, or its stream went elsewhere)
+            raise
         return PreparedTurn(user_id=principal.user_id, roles=principal.roles, question=question, history=history,
                             policy=policy, access=access, conversation_id=conversation_id, hits=hits)
 

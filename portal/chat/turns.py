@@ -158,7 +158,7 @@ class HeadStarts(Generic[T]):
         while len(self._pending) >= self._limit:
             self.drop(next(iter(self._pending)))
         task = asyncio.create_task(work, name=name)
-        task.add_done_callback(_consume_exception)
+        task.add_done_callback(consume_exception)
         self._pending[key] = (now, task)
 
     def peek(self, key: str) -> asyncio.Task[T] | None:
@@ -197,7 +197,7 @@ async def _result_or_none(task: asyncio.Task[T] | None) -> T | None:
         return None
 
 
-def _consume_exception(task: asyncio.Task[Any]) -> None:
+def consume_exception(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved here so an unclaimed failure is not reported as never retrieved
 
@@ -340,7 +340,7 @@ class TurnRunner:
         # Count the question's tokens (a round trip to the model server) while the passages are searched: the
         # prompt budget then finds the count cached.
         counting = asyncio.create_task(self.count_prompt_frame(turn.question, turn.history))
-        counting.add_done_callback(_consume_exception)
+        counting.add_done_callback(consume_exception)
         try:
             outcome.hits = turn.hits if turn.hits is not None else await self.search_passages(turn.question, turn.access)
         except Exception as exc:  # noqa: BLE001 - any store or embedder failure is the same fault to the person

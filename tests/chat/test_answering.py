@@ -254,11 +254,23 @@ async def test_rate_limit_per_role(make_chat_env: Callable[..., Any]) -> None:
                 (await session.execute(select(func.count()).select_from(AuditEvent))).scalar_one(),
             )
 
-    before = await saved()
+    searches: dict[str, asyncio.Task[Any]] = {}
+    search_early = env.chat._search_early
+
+    async def recorded_search(principal: Principal, question: str) -> Any:
+        searches[question] = asyncio.current_task()  # type: ignore[assignment]
+        return await search_early(principal, question)
+
+    env.chat._search_early = recorded_search
+    before, prepared_before = await saved(), len(env.chat.runner.prepared)
     with pytest.raises(RateLimited) as refused:
         await env.chat.ask(teacher, "one too many", None, CTX)
     assert refused.value.retry_after_s >= 1 and "limit for your role" in str(refused.value)
     assert await saved() == before  # the refused question left no conversation, message or audit record
+    # ... nor a preparation, and the search started beside its unit of work was called off.
+    assert len(env.chat.runner.prepared) == prepared_before
+    await asyncio.wait([searches["one too many"]])
+    assert searches["one too many"].cancelled()
     with pytest.raises(RateLimited):  # and it stays refused: rolling back its own count does not reopen the window
         await env.chat.ask(teacher, "still too many", None, CTX)
     for _ in range(3):
