@@ -529,19 +529,28 @@ async def test_heartbeats_are_renewed_before_they_lapse_but_not_at_every_check(
         await real_put_many(keys, *args, **kwargs)
 
     monkeypatch.setattr(env.chat.state, "put_many", counting_put_many)
+    real_stream_chat = env.chat.llm.stream_chat
+
+    async def slower_model(*args: Any, **kwargs: Any) -> Any:
+        """The real model's answer, a token every 50 ms: written for longer than a heartbeat lasts, however short."""
+        async for piece in real_stream_chat(*args, **kwargs):
+            yield piece
+            await asyncio.sleep(0.05)
+
+    monkeypatch.setattr(env.chat.llm, "stream_chat", slower_model)
     asked = await env.chat.ask(nurse, QUESTION + " Explain every step in detail.", None, CTX)
     stream = env.chat.stream(nurse, asked.answer_id, CTX)
     started = asyncio.get_running_loop().time()
     try:
         assert isinstance(await anext(stream), TokenEvent)
-        seen = 0
+        first_token_at, seen = asyncio.get_running_loop().time(), 0  # the model's first token can take a second
         async for event in stream:
             if not isinstance(event, TokenEvent):
                 break
             assert await env.chat.state.get(live_key(asked.answer_id)) == b"1"
             seen += 1
             await asyncio.sleep(0.02)  # a slow reader keeps the answer going for a while
-            if asyncio.get_running_loop().time() - started > 1.5:
+            if asyncio.get_running_loop().time() - first_token_at > 1.5:
                 break
     finally:
         await stream.aclose()
