@@ -32,6 +32,7 @@ from portal.chat.shared_state import DatabaseState, SharedState
 from portal.chat.turns import (
     INTERRUPTED,
     ChatEvent,
+    ClaimLost,
     DoneEvent,
     PreparedTurn,
     TokenEvent,
@@ -313,9 +314,7 @@ class ChatService:
             return await self._mark_interrupted(principal, message.id, context)
         if not await self._claim_pending(answer_id, principal.user_id):
             # Another window or process claimed it between our read and our update.
-            async with self.runtime.db() as session:
-                message, _conversation = await owned_message(session, principal.user_id, answer_id)
-                return await self._finished_view(session, principal, message)
+            return await self._view_of(principal, answer_id)
         return turn
 
     async def _read_turn(
@@ -375,14 +374,16 @@ class ChatService:
             ready = None
         except Exception:  # noqa: BLE001 - preparing is only a head start
             ready = None
-        if not await claiming:
-            return None
         if ready is None or not ready.fits(principal):
+            if not await claiming:
+                return None
             # Claimed, but what was prepared is not for this person's current roles: work it out now.
             return await self._turn_for_claimed(principal, answer_id, context)
+        # The model is asked while the claim's UPDATE runs: the turn shows and saves nothing until it is won, and
+        # stops (ClaimLost) if another stream won it.
         return TurnInput(answer_id=answer_id, principal=principal, question=ready.question, history=ready.history,
                          policy=ready.policy, access=ready.access, context=context, ephemeral=False,
-                         conversation_id=ready.conversation_id, hits=ready.hits)
+                         conversation_id=ready.conversation_id, hits=ready.hits, claim=claiming)
 
     async def _turn_for_claimed(self, principal: Principal, answer_id: str, context: AuditContext) -> TurnInput:
         async with self.runtime.db() as session:
@@ -419,9 +420,7 @@ class ChatService:
     async def _mark_interrupted(self, principal: Principal, answer_id: str, context: AuditContext) -> AnswerView:
         """An answer left `streaming` by a process that stopped: end it as failed (retryable), once."""
         await self._end_interrupted(answer_id, context)
-        async with self.runtime.db() as session:
-            message, _conversation = await owned_message(session, principal.user_id, answer_id)
-            return await self._finished_view(session, principal, message)
+        return await self._view_of(principal, answer_id)
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
@@ -445,7 +444,7 @@ class ChatService:
 
         async def produce() -> None:
             try:
-                async for event in self.runner.run(claimed, stop):
+                async for event in self._run(principal, answer_id, context, claimed, stop):
                     queue.put_nowait(event)
             finally:
                 queue.put_nowait(None)
@@ -472,11 +471,35 @@ class ChatService:
         if isinstance(claimed, AnswerView):
             return claimed
         final: AnswerView | None = None
-        async for event in self.runner.run(claimed, self.runner.local_stop(answer_id)):
+        async for event in self._run(principal, answer_id, context, claimed, self.runner.local_stop(answer_id)):
             if isinstance(event, DoneEvent):
                 final = event.answer
         assert final is not None
         return final
+
+    async def _run(
+        self, principal: Principal, answer_id: str, context: AuditContext, turn: TurnInput, stop: asyncio.Event
+    ) -> AsyncGenerator[ChatEvent, None]:
+        """The events of a claimed turn. When its claim was still being made and another stream won it (ClaimLost),
+        the answer is looked at again the ordinary way: that stream is writing it, or a process that stopped left
+        it `streaming` (then it is ended as interrupted)."""
+        try:
+            async for event in self.runner.run(turn, stop):
+                yield event
+            return
+        except ClaimLost:
+            settled = await self._claim(principal, answer_id, context)
+        if isinstance(settled, AnswerView):
+            yield DoneEvent(settled)
+            return
+        async for event in self.runner.run(settled, self.runner.local_stop(answer_id, stop)):
+            yield event
+
+    async def _view_of(self, principal: Principal, answer_id: str) -> AnswerView:
+        """The answer as stored now (another stream claimed it and is writing it)."""
+        async with self.runtime.db() as session:
+            message, _conversation = await owned_message(session, principal.user_id, answer_id)
+            return await self._finished_view(session, principal, message)
 
     async def request_stop(self, principal: Principal, answer_id: str) -> None:
         if not answer_id.startswith(EPHEMERAL_PREFIX):

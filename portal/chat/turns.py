@@ -98,6 +98,18 @@ class TurnInput:
     conversation_id: str | None = None
     # Passages already found for this turn (see PreparedTurn); None: the turn searches for them itself.
     hits: list[SearchHit] | None = None
+    # The claim of this answer while it is still being made (the fast way: the model is asked while the claim's
+    # UPDATE runs). The turn shows and saves nothing before the claim is won; a lost claim raises ClaimLost.
+    claim: asyncio.Task[bool] | None = None
+
+
+class ClaimLost(Exception):
+    """Another stream claimed this answer first: this one asked the model early, stopped, and saved nothing."""
+
+
+async def _won(turn: TurnInput) -> None:
+    if turn.claim is not None and not await turn.claim:
+        raise ClaimLost(turn.answer_id)
 
 
 @dataclass
@@ -222,8 +234,9 @@ class TurnRunner:
     def drop_early(self, question: str) -> None:
         self._early_vectors.drop(question)
 
-    def local_stop(self, answer_id: str) -> asyncio.Event:
-        event = self._stops.setdefault(answer_id, asyncio.Event())
+    def local_stop(self, answer_id: str, event: asyncio.Event | None = None) -> asyncio.Event:
+        """The Stop flag of an answer streamed here (`event` when given and none is registered yet)."""
+        event = self._stops.setdefault(answer_id, event or asyncio.Event())
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch_stop_requests(), name="chat-stop-watcher")
         return event
@@ -285,13 +298,18 @@ class TurnRunner:
         outcome = TurnOutcome()
         try:
             try:
-                async for token in self._generate(turn, stop, outcome):
-                    yield TokenEvent(token)
+                async with contextlib.aclosing(self._generate(turn, stop, outcome)) as tokens:
+                    async for token in tokens:
+                        await _won(turn)  # at once after the first token: the claim is then done
+                        yield TokenEvent(token)
             except (asyncio.CancelledError, GeneratorExit):
-                # The request running this turn was cut off: keep what arrived, even while being cancelled.
+                # The request running this turn was cut off: keep what arrived, even while being cancelled (if this
+                # stream owns the answer).
                 outcome.status = "incomplete"
-                await asyncio.shield(self._save(turn, outcome))
+                if turn.claim is None or await asyncio.shield(turn.claim):
+                    await asyncio.shield(self._save(turn, outcome))
                 raise
+            await _won(turn)
             view = await self._save(turn, outcome)
             yield SourcesEvent(view.sources)
             yield DoneEvent(view)

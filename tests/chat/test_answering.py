@@ -255,10 +255,12 @@ async def test_rate_limit_per_role(make_chat_env: Callable[..., Any]) -> None:
             )
 
     searches: dict[str, asyncio.Task[Any]] = {}
-    search_early = env.chat._search_early
+    search_early, never = env.chat._search_early, asyncio.Event()
 
     async def recorded_search(principal: Principal, question: str) -> Any:
+        """The search started beside the question's unit of work, held until it is called off."""
         searches[question] = asyncio.current_task()  # type: ignore[assignment]
+        await never.wait()
         return await search_early(principal, question)
 
     env.chat._search_early = recorded_search
@@ -269,7 +271,7 @@ async def test_rate_limit_per_role(make_chat_env: Callable[..., Any]) -> None:
     assert await saved() == before  # the refused question left no conversation, message or audit record
     # ... nor a preparation, and the search started beside its unit of work was called off.
     assert len(env.chat.runner.prepared) == prepared_before
-    await asyncio.wait([searches["one too many"]])
+    await asyncio.wait([searches["one too many"]], timeout=10)
     assert searches["one too many"].cancelled()
     with pytest.raises(RateLimited):  # and it stays refused: rolling back its own count does not reopen the window
         await env.chat.ask(teacher, "still too many", None, CTX)
@@ -476,6 +478,26 @@ async def test_a_follow_up_is_prepared_with_the_conversations_history(make_chat_
         afresh = await env.chat._read_turn(session, nurse, answer, first.conversation_id, CTX)
     assert afresh.history == ready.history and afresh.access == ready.access and afresh.policy == ready.policy
     assert afresh.question == ready.question == "And after removing gloves?"
+
+
+async def test_a_stream_that_loses_the_claim_shows_and_saves_nothing(make_chat_env: Callable[..., Any]) -> None:
+    """The fast way asks the model while the answer's claim is being made. When another stream (here: another
+    process) claimed the answer first, this one shows none of the model's text, saves nothing, and shows the answer
+    as it is stored while the other stream writes it."""
+    env = await make_chat_env()
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    await _prepared(env, asked.answer_id)
+    assert await env.chat._claim_pending(asked.answer_id, nurse.user_id)  # the other stream's claim lands first
+    events = await collect(env.chat.stream(nurse, asked.answer_id, CTX))
+    assert len(events) == 1 and isinstance(events[0], DoneEvent)
+    assert events[0].answer.status == "streaming" and events[0].answer.content == ""
+    answer = (await messages_of(env, asked.conversation_id))[-1]
+    assert (answer.id, answer.status, answer.content, answer.finished_at) == (asked.answer_id, "streaming", "", None)
+    async with env.runtime.db() as session:
+        saved = await session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "chat.answer"))
+    assert saved == 0
 
 
 async def test_a_preparation_is_not_used_once_the_persons_roles_changed(make_chat_env: Callable[..., Any]) -> None:
