@@ -26,14 +26,16 @@ class FusionConfig:
     max_dense_weight: float = 0.9
 
 
-def rrf(dense: Sequence[SearchHit], sparse: Sequence[SearchHit], k: int = 60) -> list[SearchHit]:
+def rrf(
+    dense: Sequence[SearchHit], sparse: Sequence[SearchHit], k: int = 60, limit: int | None = None
+) -> list[SearchHit]:
     scores: dict[str, float] = {}
     hits: dict[str, SearchHit] = {}
     for ranking in (dense, sparse):
         for rank, hit in enumerate(ranking, start=1):
             scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (k + rank)
             hits.setdefault(hit.chunk_id, hit)
-    return _ranked(hits, scores)
+    return _ranked(hits, scores, limit)
 
 
 def _minmax(hits: Sequence[SearchHit]) -> dict[str, float]:
@@ -67,13 +69,16 @@ def _zscore(hits: Sequence[SearchHit]) -> dict[str, float]:
     return {hit.chunk_id: (hit.score - mean) / std for hit in hits}
 
 
-def _ranked(hits: dict[str, SearchHit], scores: dict[str, float]) -> list[SearchHit]:
-    order = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))
+def _ranked(hits: dict[str, SearchHit], scores: dict[str, float], limit: int | None = None) -> list[SearchHit]:
+    """The hits best first, each with its fused score; only the first `limit` when given (a question keeps a
+    handful of its 200 candidates, and copying each hit costs more than ranking them)."""
+    order = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))[:limit]
     return [replace(hits[chunk_id], score=scores[chunk_id]) for chunk_id in order]
 
 
 def weighted_scores(
-    dense: Sequence[SearchHit], sparse: Sequence[SearchHit], method: FusionMethod, dense_weight: float
+    dense: Sequence[SearchHit], sparse: Sequence[SearchHit], method: FusionMethod, dense_weight: float,
+    limit: int | None = None,
 ) -> list[SearchHit]:
     normalise = {"minmax": _minmax, "maxnorm": _maxnorm}.get(method, _zscore)
     dense_norm, sparse_norm = normalise(dense), normalise(sparse)
@@ -86,7 +91,7 @@ def weighted_scores(
         + (1.0 - dense_weight) * sparse_norm.get(chunk_id, sparse_floor)
         for chunk_id in hits
     }
-    return _ranked(hits, scores)
+    return _ranked(hits, scores, limit)
 
 
 def lexical_coverage(query_terms: frozenset[str], sparse: Sequence[SearchHit]) -> float:
@@ -113,16 +118,18 @@ def fuse(
     sparse: Sequence[SearchHit],
     config: FusionConfig | None = None,
     query: str = "",
+    limit: int | None = None,
 ) -> list[SearchHit]:
-    """One ranking from both lists; ``query`` is needed by the (default) adaptive method."""
+    """One ranking from both lists (its first `limit` hits when given); ``query`` is needed by the (default)
+    adaptive method."""
     config = config or FusionConfig()
     if not dense:
-        return list(sparse)
+        return list(sparse[:limit])
     if not sparse:
-        return list(dense)
+        return list(dense[:limit])
     if config.method == "rrf":
-        return rrf(dense, sparse, config.rrf_k)
+        return rrf(dense, sparse, config.rrf_k, limit)
     if config.method == "adaptive":
         weight = adaptive_dense_weight(frozenset(tokenize(query)), sparse, config)
-        return weighted_scores(dense, sparse, "maxnorm", weight)
-    return weighted_scores(dense, sparse, config.method, config.dense_weight)
+        return weighted_scores(dense, sparse, "maxnorm", weight, limit)
+    return weighted_scores(dense, sparse, config.method, config.dense_weight, limit)

@@ -8,7 +8,7 @@ from dataclasses import replace
 from rag.embed import Embedder, Reranker, Vectors
 from rag.fusion import FusionConfig, fuse
 from rag.sparse import Bm25Encoder
-from rag.store import VectorStore, require_access
+from rag.store import StoreSearchResults, VectorStore, require_access
 from rag.types import AccessFilter, SearchHit, SearchMode
 
 _MODES = ("hybrid", "dense", "sparse")
@@ -41,16 +41,19 @@ class Retriever:
         """Dense, sparse and hybrid rankings from one store round trip (evaluation uses this).
 
         `query_vector`: the query's embedding when the caller already has it (computed ahead of time)."""
-        access = require_access(access)
-        limit = limit or self.candidates
-        dense_vector = query_vector if query_vector is not None else await self.embedder.aembed_query(query)
-        sparse_vector = self.sparse_encoder.encode_query(query)
-        results = await self.store.search(access, limit, dense=dense_vector, sparse=sparse_vector)
+        results = await self._both_lists(query, require_access(access), limit or self.candidates, query_vector)
         return {
             "dense": results.dense,
             "sparse": results.sparse,
             "hybrid": fuse(results.dense, results.sparse, self.fusion, query),
         }
+
+    async def _both_lists(
+        self, query: str, access: AccessFilter, limit: int, query_vector: Vectors | None
+    ) -> StoreSearchResults:
+        dense_vector = query_vector if query_vector is not None else await self.embedder.aembed_query(query)
+        sparse_vector = self.sparse_encoder.encode_query(query)
+        return await self.store.search(access, limit, dense=dense_vector, sparse=sparse_vector)
 
     async def search(
         self, query: str, access: AccessFilter, top_k: int = 10, mode: SearchMode = "hybrid",
@@ -70,7 +73,9 @@ class Retriever:
             sparse = self.sparse_encoder.encode_query(query)
             hits = (await self.store.search(access, limit, sparse=sparse)).sparse
         else:
-            hits = (await self.search_all_modes(query, access, limit, query_vector))["hybrid"]
+            results = await self._both_lists(query, access, limit, query_vector)
+            keep = top_k if self.reranker is None else max(self.rerank_candidates, top_k)
+            hits = fuse(results.dense, results.sparse, self.fusion, query, limit=keep)
         if self.reranker is not None:
             hits = await self.rerank(query, hits, top_k)
         return hits[:top_k]

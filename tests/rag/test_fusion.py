@@ -56,6 +56,17 @@ def test_every_candidate_appears_once() -> None:
         assert scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.parametrize("method", ["rrf", "minmax", "maxnorm", "zscore", "adaptive"])
+def test_a_limited_fusion_is_the_head_of_the_whole_ranking(method: str) -> None:
+    """A question keeps its top few passages: fusing with a limit gives exactly the first hits, scores included."""
+    config = FusionConfig(method=method)  # type: ignore[arg-type]
+    whole = fuse(DENSE, SPARSE, config, "b d")
+    for limit in (0, 1, 2, 3, 10):
+        assert fuse(DENSE, SPARSE, config, "b d", limit=limit) == whole[:limit]
+    assert fuse(DENSE, [], config, limit=2) == DENSE[:2]
+    assert fuse([], SPARSE, config, limit=1) == SPARSE[:1]
+
+
 def test_adaptive_weight_trusts_bm25_when_its_top_hit_covers_the_question() -> None:
     from rag.fusion import adaptive_dense_weight, lexical_coverage
 
