@@ -440,7 +440,7 @@ class ChatService:
             yield DoneEvent(claimed)
             return
         queue: asyncio.Queue[ChatEvent | None] = asyncio.Queue()
-        stop = self.runner.local_stop(answer_id)
+        stop = self._stop_flag(claimed)
 
         async def produce() -> None:
             try:
@@ -471,7 +471,7 @@ class ChatService:
         if isinstance(claimed, AnswerView):
             return claimed
         final: AnswerView | None = None
-        async for event in self._run(principal, answer_id, context, claimed, self.runner.local_stop(answer_id)):
+        async for event in self._run(principal, answer_id, context, claimed, self._stop_flag(claimed)):
             if isinstance(event, DoneEvent):
                 final = event.answer
         assert final is not None
@@ -494,6 +494,11 @@ class ChatService:
             return
         async for event in self.runner.run(settled, self.runner.local_stop(answer_id, stop)):
             yield event
+
+    def _stop_flag(self, turn: TurnInput) -> asyncio.Event:
+        """The Stop flag of a claimed turn, registered with the runner; a turn whose claim is still being made gets
+        its own, which the runner registers once the claim is won."""
+        return self.runner.local_stop(turn.answer_id) if turn.claim is None else asyncio.Event()
 
     async def _view_of(self, principal: Principal, answer_id: str) -> AnswerView:
         """The answer as stored now (another stream claimed it and is writing it)."""

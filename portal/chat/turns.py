@@ -99,17 +99,13 @@ class TurnInput:
     # Passages already found for this turn (see PreparedTurn); None: the turn searches for them itself.
     hits: list[SearchHit] | None = None
     # The claim of this answer while it is still being made (the fast way: the model is asked while the claim's
-    # UPDATE runs). The turn shows and saves nothing before the claim is won; a lost claim raises ClaimLost.
+    # UPDATE runs). The turn shows, saves and registers nothing before the claim is won (then None); a lost claim
+    # raises ClaimLost.
     claim: asyncio.Task[bool] | None = None
 
 
 class ClaimLost(Exception):
     """Another stream claimed this answer first: this one asked the model early, stopped, and saved nothing."""
-
-
-async def _won(turn: TurnInput) -> None:
-    if turn.claim is not None and not await turn.claim:
-        raise ClaimLost(turn.answer_id)
 
 
 @dataclass
@@ -300,22 +296,36 @@ class TurnRunner:
             try:
                 async with contextlib.aclosing(self._generate(turn, stop, outcome)) as tokens:
                     async for token in tokens:
-                        await _won(turn)  # at once after the first token: the claim is then done
+                        await self._own(turn, stop)  # at once after the first token: the claim is then done
                         yield TokenEvent(token)
             except (asyncio.CancelledError, GeneratorExit):
                 # The request running this turn was cut off: keep what arrived, even while being cancelled (if this
                 # stream owns the answer).
                 outcome.status = "incomplete"
-                if turn.claim is None or await asyncio.shield(turn.claim):
+                if turn.claim is not None and await asyncio.shield(turn.claim):
+                    turn.claim = None
+                if turn.claim is None:
                     await asyncio.shield(self._save(turn, outcome))
                 raise
-            await _won(turn)
+            await self._own(turn, stop)
             view = await self._save(turn, outcome)
             yield SourcesEvent(view.sources)
             yield DoneEvent(view)
         finally:
-            self._stops.pop(turn.answer_id, None)
-            self._beaten.pop(turn.answer_id, None)
+            if turn.claim is None:  # only the stream that owns the answer holds its flags here
+                self._stops.pop(turn.answer_id, None)
+                self._beaten.pop(turn.answer_id, None)
+
+    async def _own(self, turn: TurnInput, stop: asyncio.Event) -> None:
+        """Wait for the turn's claim when it is still being made. Won: this stream's Stop flag is registered (only
+        the stream that owns an answer registers one: a losing stream's end must not stop the winner's answer).
+        Lost: ClaimLost."""
+        if turn.claim is None:
+            return
+        if not await turn.claim:
+            raise ClaimLost(turn.answer_id)
+        turn.claim = None
+        self.local_stop(turn.answer_id, stop)
 
     async def search_passages(self, question: str, access: AccessFilter) -> list[SearchHit]:
         """The passages for a question, current versions only, limited to `access`. Raises when the store or the

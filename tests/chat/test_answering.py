@@ -500,6 +500,42 @@ async def test_a_stream_that_loses_the_claim_shows_and_saves_nothing(make_chat_e
     assert saved == 0
 
 
+async def test_a_stream_that_loses_the_claim_leaves_the_winners_answer_alone(
+    make_chat_env: Callable[..., Any],
+) -> None:
+    """Two windows of one person stream the same answer from one process: the first takes the preparation (its
+    claim delayed here), the second claims the answer the ordinary way first. The first ends at once showing the
+    answer as stored; its end does not stop the second, which writes the whole answer."""
+    env = await make_chat_env()
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    await _prepared(env, asked.answer_id)
+    claim_pending, second_claimed, calls = env.chat._claim_pending, asyncio.Event(), []
+
+    async def first_claim_late(answer_id: str, user_id: str) -> bool:
+        calls.append(answer_id)
+        if len(calls) == 1:  # the first window's claim: it lands after the second window's
+            await second_claimed.wait()
+        return await claim_pending(answer_id, user_id)
+
+    async def second_window() -> list[Any]:
+        await asyncio.sleep(0)  # the first window takes the preparation first
+        events = env.chat.stream(nurse, asked.answer_id, CTX)
+        first = await anext(events)  # claimed the ordinary way by now, and writing
+        second_claimed.set()
+        return [first] + [event async for event in events]
+
+    env.chat._claim_pending = first_claim_late
+    first, second = await asyncio.wait_for(
+        asyncio.gather(collect(env.chat.stream(nurse, asked.answer_id, CTX)), second_window()), timeout=120
+    )
+    assert len(first) == 1 and isinstance(first[0], DoneEvent) and first[0].answer.status == "streaming"
+    assert isinstance(second[-1], DoneEvent) and second[-1].answer.status == "complete"
+    answer = (await messages_of(env, asked.conversation_id))[-1]
+    assert answer.status == "complete" and answer.content == second[-1].answer.content
+
+
 async def test_a_preparation_is_not_used_once_the_persons_roles_changed(make_chat_env: Callable[..., Any]) -> None:
     """Prepared as a nurse, streamed after the identity provider made them a teacher: the passages come from what a
     teacher may read, never from the nurse-time preparation."""
