@@ -272,6 +272,8 @@ class SentenceTransformerEmbedder(_AsyncMixin):
         if not usable:
             return None, "unavailable"
         self.query_path, graph = self._choose(usable)
+        del usable
+        _return_freed_memory()
         return graph, "ready"
 
     def _query_candidates(self, folder: str) -> list[tuple[str, Any]]:
@@ -317,6 +319,22 @@ class SentenceTransformerEmbedder(_AsyncMixin):
         # One call into the graph, and numpy after it: every torch operation called from Python gives up the GIL
         # and must take it back, which a busy event loop can delay by its switch interval (5 ms) each time.
         return _normalise(graph(self._features(text)))[0]
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap freed by the candidates that lost (exports, quantisation, their sessions) back to the system.
+
+    glibc keeps freed memory for reuse: after the question paths were built and all but one dropped, a process
+    held 895 MB, 721 MB after `malloc_trim` (643 MB without ONNX Runtime). Elsewhere (musl, macOS) a no-op."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _precision_of(query_path: str) -> str:
