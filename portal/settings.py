@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     embedding_dim: int = Field(default=384, gt=0)  # the vector size of the embedding model
     embedding_endpoint: str | None = None  # optional OpenAI-compatible /v1/embeddings
     embedding_endpoint_model: str | None = None
-    # Let questions be embedded through ONNX Runtime where that is faster (about 130 MB more per process).
+    # Let questions be embedded through ONNX Runtime where that is faster (about 100 MB more per process).
     embedding_query_onnx: bool = True
     # ... and through its int8 copy of the model where that agrees with the model and is faster still.
     embedding_query_int8: bool = True

@@ -50,7 +50,7 @@ class EmbedderConfig:
     # SentenceTransformerEmbedder.aembed_query.
     query_threads: int | None = 1
     # Offer ONNX Runtime as one of the question paths (chosen only where it agrees with the model and is fastest;
-    # about 130 MB more per process). See SentenceTransformerEmbedder.prepare_query_path.
+    # about 100 MB more per process). See SentenceTransformerEmbedder.prepare_query_path.
     query_onnx: bool = True
     # Also offer ONNX Runtime with the transformer's matrix products in int8 (weights per output channel, activations
     # quantised as it runs): about 2.4 times as fast as float32 for a question, cosine 0.989 or better to the model's
