@@ -325,7 +325,7 @@ def _return_freed_memory() -> None:
     """Hand the heap freed by the candidates that lost (exports, quantisation, their sessions) back to the system.
 
     glibc keeps freed memory for reuse: after the question paths were built and all but one dropped, a process
-    held 895 MB, 721 MB after `malloc_trim` (643 MB without ONNX Runtime). Elsewhere (musl, macOS) a no-op."""
+    held 895 MB, 742 MB with this call (643 MB without ONNX Runtime). Elsewhere (musl, macOS) a no-op."""
     import ctypes
     import ctypes.util
 
