@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import copy
+import importlib.util
 import logging
 import os
 import tempfile
@@ -288,7 +289,8 @@ class SentenceTransformerEmbedder(_AsyncMixin):
         if self._model.device.type == "cpu":
             candidates.append(("torch-bfloat16", lambda probe, names: _trace(
                 _query_encoder(copy.deepcopy(transformer).to(torch.bfloat16), following, names), probe, names)))
-        if self._query_onnx:
+        # Without ONNX Runtime installed, its candidates are not offered (and the model is not exported for them).
+        if self._query_onnx and importlib.util.find_spec("onnxruntime") is not None:
             exported = _OnnxExport(folder, lambda names: _query_encoder(transformer, following, names))
             candidates.append(("onnxruntime-float32", lambda probe, names: _onnx_graph(
                 exported.path(probe, names), names, self._query_threads)))
@@ -430,15 +432,13 @@ class _DropRecords(logging.Filter):
         return not str(record.msg).startswith(self._prefix)
 
 
-def _onnx_graph(path: str, names: Sequence[str], threads: int | None) -> _OnnxGraph | None:
-    """The ONNX model at `path` loaded into ONNX Runtime on the CPU; None where ONNX Runtime is missing.
+def _onnx_graph(path: str, names: Sequence[str], threads: int | None) -> _OnnxGraph:
+    """The ONNX model at `path` loaded into ONNX Runtime on the CPU.
 
     ONNX Runtime keeps its own copy of the weights, so the file can go once this returns. The session runs on the
     calling thread alone when `threads` is 1, and never spins idle threads."""
-    try:
-        import onnxruntime
-    except ImportError:
-        return None
+    import onnxruntime
+
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, every core
     options.inter_op_num_threads = 1
