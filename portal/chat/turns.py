@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from portal.audit import AuditContext, append_audit_sync
@@ -36,6 +36,7 @@ from rag.types import AccessFilter, SearchHit
 
 log = get_logger(__name__)
 T = TypeVar("T")
+_CITATIONS: Table = Citation.__table__  # type: ignore[assignment]
 
 NO_PASSAGES = (
     "I could not find anything about this in the documents you have access to, so I have not asked the model. "
@@ -85,6 +86,20 @@ class DoneEvent:
 ChatEvent = TokenEvent | SourcesEvent | DoneEvent
 
 
+@dataclass(frozen=True)
+class FoundPassages:
+    """What a search found, as the vector store holds it, and the check that keeps only current document versions (a
+    document being replaced has two versions in the store for a moment). The check is a database read started with
+    the search's result: the model may be asked meanwhile, but nothing is shown or saved before the check is done."""
+
+    hits: list[SearchHit]
+    current: asyncio.Task[list[SearchHit]]
+
+
+class VersionCheckFailed(Exception):
+    """The database could not say which document versions are current: the passages cannot be trusted."""
+
+
 @dataclass
 class TurnInput:
     answer_id: str
@@ -97,7 +112,7 @@ class TurnInput:
     ephemeral: bool
     conversation_id: str | None = None
     # Passages already found for this turn (see PreparedTurn); None: the turn searches for them itself.
-    hits: list[SearchHit] | None = None
+    found: FoundPassages | None = None
     # The claim of this answer while it is still being made (the fast way: the model is asked while the claim's
     # UPDATE runs). The turn shows, saves and registers nothing before the claim is won (then None); a lost claim
     # raises ClaimLost.
@@ -140,7 +155,7 @@ class PreparedTurn:
     policy: ChatPolicy
     access: AccessFilter
     conversation_id: str
-    hits: list[SearchHit] | None  # None: the search failed here; the stream searches again and reports a failure
+    found: FoundPassages | None  # None: the search failed here; the stream searches again and reports a failure
 
     def fits(self, principal: Principal) -> bool:
         return principal.user_id == self.user_id and principal.roles == self.roles
@@ -327,13 +342,15 @@ class TurnRunner:
         turn.claim = None
         self.local_stop(turn.answer_id, stop)
 
-    async def search_passages(self, question: str, access: AccessFilter) -> list[SearchHit]:
-        """The passages for a question, current versions only, limited to `access`. Raises when the store or the
-        embedder fails."""
+    async def search_passages(self, question: str, access: AccessFilter) -> FoundPassages:
+        """The passages for a question, limited to `access`, with their version check started (see FoundPassages).
+        Raises when the store or the embedder fails."""
         started = time.monotonic()
         hits = await self._retrieve(question, access)
         RETRIEVAL_LATENCY.observe(time.monotonic() - started)
-        return hits
+        current = asyncio.create_task(self._current_only(hits), name="chat-passage-versions")
+        current.add_done_callback(consume_exception)
+        return FoundPassages(hits, current)
 
     async def _retrieve(self, question: str, access: AccessFilter) -> list[SearchHit]:
         runtime = self.runtime
@@ -341,20 +358,35 @@ class TurnRunner:
             raise ConnectionError("vector store not open")
         embedder = await runtime.wait_for_embedder(timeout=EMBEDDER_WAIT_S)
         vector = await _result_or_none(self._early_vectors.take(question))
-        hits = await Retriever(embedder, runtime.store).search(
+        return await Retriever(embedder, runtime.store).search(
             question, access, top_k=runtime.settings.chat_top_k, query_vector=vector
         )
+
+    async def _current_only(self, hits: list[SearchHit]) -> list[SearchHit]:
+        """`hits` less those of a document version that is not (or no longer) the current one."""
         if not hits:
             return hits
-        # A document being replaced has two versions in the store for a moment: only the current one counts.
         document_ids = {h.document_id for h in hits}
 
         def current_versions(session: Session) -> dict[str, int]:
             rows = session.execute(select(Document.id, Document.version).where(Document.id.in_(document_ids)))
             return {row.id: row.version for row in rows.all()}
 
-        versions = await run_unit(runtime.db, current_versions, write=False)
+        try:
+            versions = await run_unit(self.runtime.db, current_versions, write=False)
+        except Exception as exc:
+            raise VersionCheckFailed(type(exc).__name__) from exc
         return [hit for hit in hits if versions.get(hit.document_id) == hit.document_version]
+
+    @staticmethod
+    async def _checked(found: FoundPassages, outcome: TurnOutcome) -> bool:
+        """Apply the version check to `outcome`: True when a passage in its prompt was not current (the prompt must
+        then be built again). Raises VersionCheckFailed."""
+        outcome.hits = await found.current
+        if outcome.plan is None:
+            return False
+        kept = {(h.chunk_id, h.document_version) for h in outcome.hits}
+        return any((p.chunk_id, p.document_version) not in kept for p in outcome.plan.passages)
 
     async def count_prompt_frame(self, question: str, history: list[Turn]) -> None:
         """Warm the token-count cache with what the prompt budget will count besides the passages. Never raises:
@@ -363,14 +395,13 @@ class TurnRunner:
             await self.llm.tokens.count_many(texts_to_count_early(question, history))
 
     async def _generate(self, turn: TurnInput, stop: asyncio.Event, outcome: TurnOutcome) -> AsyncGenerator[str, None]:
-        settings = self.runtime.settings
         started = time.monotonic()
         # Count the question's tokens (a round trip to the model server) while the passages are searched: the
         # prompt budget then finds the count cached.
         counting = asyncio.create_task(self.count_prompt_frame(turn.question, turn.history))
         counting.add_done_callback(consume_exception)
         try:
-            outcome.hits = turn.hits if turn.hits is not None else await self.search_passages(turn.question, turn.access)
+            found = turn.found if turn.found is not None else await self.search_passages(turn.question, turn.access)
         except Exception as exc:  # noqa: BLE001 - any store or embedder failure is the same fault to the person
             counting.cancel()
             log.warning("chat_retrieval_failed", error=type(exc).__name__)
@@ -379,9 +410,54 @@ class TurnRunner:
         finally:
             # Never raises (a failed count falls back to estimates by itself); done by now in all but odd cases.
             await asyncio.wait([counting])
-        if not outcome.hits and not turn.policy.allow_general_answers:
-            outcome.content = NO_PASSAGES
-            return
+        outcome.hits = found.hits
+        try:
+            # The model is asked while the passages' version check runs; the check is waited for before the first
+            # token is shown (and before a turn without tokens ends). A passage found stale is dropped and, when it
+            # was in the prompt, the model is asked again without it: nothing of the first try was shown.
+            checked = found.current.done()  # then no stale passage reaches even the first prompt
+            if checked:
+                await self._checked(found, outcome)
+            while True:
+                if not outcome.hits and not turn.policy.allow_general_answers:
+                    if not checked:
+                        checked = True
+                        await self._checked(found, outcome)
+                    outcome.plan, outcome.content = None, NO_PASSAGES
+                    return
+                if not await self._plan(turn, outcome):
+                    if not checked:
+                        checked = True
+                        await self._checked(found, outcome)
+                    return
+                stale = False
+                async with contextlib.aclosing(self._ask_model(turn, stop, outcome, started)) as pieces:
+                    async for piece in pieces:
+                        if not checked:
+                            checked = True
+                            if stale := await self._checked(found, outcome):
+                                break
+                        yield piece
+                if stale:
+                    outcome.status, outcome.error, outcome.content, outcome.usage = "complete", None, "", StreamUsage()
+                    continue
+                if not checked:  # the model sent no token
+                    checked = True
+                    if await self._checked(found, outcome):
+                        if outcome.status == "complete":  # an empty answer: ask again without the stale passage
+                            outcome.usage = StreamUsage()
+                            continue
+                        await self._plan(turn, outcome)  # failed or stopped: list only current passages
+                return
+        except VersionCheckFailed as exc:
+            log.warning("chat_version_check_failed", error=str(exc))
+            # Passages whose version is unknown are neither shown nor kept.
+            outcome.status, outcome.error, outcome.content = "failed", STORE_DOWN, ""
+            outcome.plan, outcome.hits = None, []
+
+    async def _plan(self, turn: TurnInput, outcome: TurnOutcome) -> bool:
+        """Budget the prompt for `outcome.hits`; False (and the turn failed) when the question alone cannot fit."""
+        settings = self.runtime.settings
         try:
             outcome.plan = await build_prompt(
                 turn.question, outcome.hits, turn.history, self.llm.tokens.count_many,
@@ -389,8 +465,16 @@ class TurnRunner:
                 grounded=bool(outcome.hits),
             )
         except PromptTooLong as exc:
+            outcome.plan = None
             outcome.status, outcome.error = "failed", str(exc).capitalize() + "."
-            return
+            return False
+        return True
+
+    async def _ask_model(
+        self, turn: TurnInput, stop: asyncio.Event, outcome: TurnOutcome, started: float
+    ) -> AsyncGenerator[str, None]:
+        """Stream the model's answer to `outcome.plan` into `outcome` (content, status, usage) and yield its pieces."""
+        assert outcome.plan is not None
         outcome.model = self.llm.model
         parts: list[str] = []
         first_token_at: float | None = None
@@ -422,8 +506,7 @@ class TurnRunner:
             if first_token_at is not None and len(parts) > 1:
                 TOKENS_PER_SECOND.observe(len(parts) / max(time.monotonic() - first_token_at, 1e-3))
             LLM_TOKENS.labels(kind="completion").inc(len(parts))
-            if outcome.plan is not None:
-                LLM_TOKENS.labels(kind="prompt").inc(outcome.plan.prompt_tokens)
+            LLM_TOKENS.labels(kind="prompt").inc(outcome.plan.prompt_tokens)
 
     async def _save(self, turn: TurnInput, outcome: TurnOutcome) -> AnswerView:
         passages = outcome.plan.passages if outcome.plan else outcome.hits
@@ -452,13 +535,13 @@ class TurnRunner:
                             completion_tokens=outcome.usage.completion_tokens, finished_at=now)
                     .execution_options(synchronize_session=False)
                 )
-                if saved.rowcount == 1:  # type: ignore[attr-defined] # 0: the conversation was deleted meanwhile
-                    session.add_all(
-                        Citation(message_id=turn.answer_id, ordinal=s.number, chunk_id=s.chunk_id,
-                                 document_id=s.document_id, collection_id=hit.collection_id, score=hit.score,
-                                 cited=s.cited)
+                if saved.rowcount == 1 and sources:  # type: ignore[attr-defined] # 0: the conversation was deleted
+                    session.execute(insert(_CITATIONS), [
+                        {"message_id": turn.answer_id, "ordinal": s.number, "chunk_id": s.chunk_id,
+                         "document_id": s.document_id, "collection_id": hit.collection_id, "score": hit.score,
+                         "cited": s.cited}
                         for s, hit in zip(sources, passages, strict=True)
-                    )
+                    ])
                     if turn.conversation_id is not None:
                         session.execute(
                             update(Conversation).where(Conversation.id == turn.conversation_id).values(updated_at=now)

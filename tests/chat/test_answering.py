@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import OperationalError
 
+import portal.chat.turns as turns_module
 from portal.audit import AuditContext
 from portal.chat.answering import RateLimited
 from portal.chat.conversations import ChatNotFound, citations_by_message
@@ -27,9 +29,21 @@ from portal.chat.turns import (
 )
 from portal.chat.views import ReadableDocuments, stored_answer_view
 from portal.db.engine import transaction
-from portal.db.models import AuditEvent, CollectionAccess, Conversation, KeyValue, Message, RetentionPolicy
+from portal.db.models import (
+    AuditEvent,
+    CollectionAccess,
+    Conversation,
+    Document,
+    KeyValue,
+    Message,
+    RetentionPolicy,
+)
 from portal.principal import Principal
-from tests.chat.helpers import add_person, sample_library
+from rag.chunk import chunk_document
+from rag.ingest import store_chunks
+from rag.parse import parse_document
+from rag.sparse import Bm25Encoder
+from tests.chat.helpers import HAND_HYGIENE_POLICY, IndexedDocument, add_person, sample_library
 from tests.conftest import free_port
 
 CTX = AuditContext(user_id="tester")
@@ -450,7 +464,7 @@ async def test_the_stream_uses_what_was_prepared_while_the_page_opened_it(make_c
     nurse = await add_person(env.runtime, {"nurse"})
     asked = await env.chat.ask(nurse, QUESTION, None, CTX)
     ready = await _prepared(env, asked.answer_id)
-    assert ready.hits and {h.document_id for h in ready.hits} == {hygiene.document_id}
+    assert ready.found and {h.document_id for h in ready.found.hits} == {hygiene.document_id}
     assert ready.history == [] and ready.conversation_id == asked.conversation_id
     assert env.runtime.store is not None
     await env.runtime.store.close()  # a search now would fail: the passages can only come from the preparation
@@ -544,7 +558,7 @@ async def test_a_preparation_is_not_used_once_the_persons_roles_changed(make_cha
     nurse = await add_person(env.runtime, {"nurse"})
     asked = await env.chat.ask(nurse, QUESTION + " Algebra, equations, soap.", None, CTX)
     ready = await _prepared(env, asked.answer_id)
-    assert ready.hits and {h.document_id for h in ready.hits} == {hygiene.document_id}
+    assert ready.found and {h.document_id for h in ready.found.hits} == {hygiene.document_id}
     now_teacher = Principal(user_id=nurse.user_id, display_name=nurse.display_name, email=nurse.email,
                             roles=frozenset({"teacher"}), session_hash=nurse.session_hash)
     done = (await collect(env.chat.stream(now_teacher, asked.answer_id, CTX)))[-1].answer
@@ -617,3 +631,134 @@ async def test_heartbeats_are_renewed_before_they_lapse_but_not_at_every_check(
     assert seen > 10 and elapsed > 0.8
     beats = [keys for keys in writes if keys == [live_key(asked.answer_id)]]
     assert 2 <= len(beats) <= checks / 2, (len(beats), checks)
+
+
+NEW_VERSION_TEXT = HAND_HYGIENE_POLICY.replace("for at least 40 seconds", "for at least 95 seconds with chlorhexidine")
+
+
+async def _index_next_version(env: Any, document: IndexedDocument) -> set[str]:
+    """Put version 2 of a document in the vector store the way a replacement does before it becomes current (the
+    database still says version 1). Returns the new version's chunk ids (a passage whose text did not change keeps
+    its id)."""
+    embedder = await env.runtime.wait_for_embedder()
+    parsed = parse_document(NEW_VERSION_TEXT.encode(), "hand-hygiene.md")
+    chunks = chunk_document(parsed, document.document_id, document.collection_id, 2, embedder.count_tokens,
+                            embedder.max_chunk_tokens)
+    await store_chunks(chunks, embedder, env.runtime.store, Bm25Encoder())
+    return {c.chunk_id for c in chunks}
+
+
+def _record_prompts(env: Any, first_token: asyncio.Event | None = None) -> list[str]:
+    """The text of every prompt the (real) model is sent; `first_token` is set when a first token arrives."""
+    prompts: list[str] = []
+    stream_chat = env.chat.llm.stream_chat
+
+    async def recording(messages: Any, **kwargs: Any) -> Any:
+        prompts.append("\n".join(str(m["content"]) for m in messages))
+        async for piece in stream_chat(messages, **kwargs):
+            if first_token is not None and isinstance(piece, str):
+                first_token.set()
+            yield piece
+
+    env.chat.llm.stream_chat = recording
+    return prompts
+
+
+async def test_only_current_document_versions_reach_the_prompt_and_the_sources(
+    make_chat_env: Callable[..., Any],
+) -> None:
+    """While a document is being replaced both versions are in the vector store; only the version the database
+    says is current may be used, whichever way the replacement stands."""
+    env = await make_chat_env()
+    hygiene, _algebra = await sample_library(env.runtime)
+    new_chunks = await _index_next_version(env, hygiene)
+    changed = new_chunks - set(hygiene.chunk_ids)
+    nurse = await add_person(env.runtime, {"nurse"})
+    prompts = _record_prompts(env)
+
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    found = (await _prepared(env, asked.answer_id)).found
+    assert found is not None and changed & {h.chunk_id for h in found.hits}, "the store holds both versions"
+    await found.current  # checked before the prompt is built: the model is asked once
+    done = (await collect(env.chat.stream(nurse, asked.answer_id, CTX)))[-1].answer
+    assert done.status == "complete" and done.sources
+    assert {s.chunk_id for s in done.sources} <= set(hygiene.chunk_ids)
+    assert len(prompts) == 1 and "95 seconds" not in prompts[0] and "40 seconds" in prompts[0]
+
+    # The replacement becomes current: now only the new version counts.
+    async with transaction(env.runtime.db) as session:
+        await session.execute(update(Document).where(Document.id == hygiene.document_id).values(version=2))
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    done = (await collect(env.chat.stream(nurse, asked.answer_id, CTX)))[-1].answer
+    assert done.sources and {s.chunk_id for s in done.sources} <= new_chunks
+    assert "40 seconds" not in prompts[-1] and "95 seconds" in prompts[-1]
+    async with env.runtime.db() as session:
+        audit = (await session.execute(
+            select(AuditEvent).where(AuditEvent.action == "chat.answer").order_by(AuditEvent.seq.desc()).limit(1)
+        )).scalar_one()
+    assert set(audit.detail["retrieved_chunk_ids"]) <= new_chunks
+
+
+async def test_a_stale_passage_found_after_the_model_was_asked_is_never_shown(
+    make_chat_env: Callable[..., Any],
+) -> None:
+    """The model is asked while the passages' version check runs. Held here until the model's first token has
+    arrived, the check finds a passage of a version that is not current in the prompt: the model is asked again
+    without it, and nothing of the first try is shown or saved."""
+    env = await make_chat_env()
+    hygiene, _algebra = await sample_library(env.runtime)
+    new_chunks = await _index_next_version(env, hygiene)
+    nurse = await add_person(env.runtime, {"nurse"})
+    first_token = asyncio.Event()
+    prompts = _record_prompts(env, first_token)
+    current_only = env.chat.runner._current_only
+
+    async def check_after_the_first_token(hits: Any) -> Any:
+        await first_token.wait()
+        return await current_only(hits)
+
+    env.chat.runner._current_only = check_after_the_first_token
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    events = await asyncio.wait_for(collect(env.chat.stream(nurse, asked.answer_id, CTX)), timeout=120)
+    tokens = "".join(e.text for e in events if isinstance(e, TokenEvent))
+    done = events[-1].answer
+    assert len(prompts) == 2, "asked again once the stale passage was found"
+    assert "95 seconds" in prompts[0] and "95 seconds" not in prompts[1] and "40 seconds" in prompts[1]
+    assert done.status == "complete" and done.content == tokens
+    assert done.sources and {s.chunk_id for s in done.sources} <= set(hygiene.chunk_ids)
+    assert not (new_chunks - set(hygiene.chunk_ids)) & {s.chunk_id for s in done.sources}
+    answer = (await messages_of(env, asked.conversation_id))[-1]
+    assert answer.content == tokens
+    async with env.runtime.db() as session:
+        cited = {c.chunk_id for c in (await citations_by_message(session, [answer.id]))[answer.id]}
+    assert cited and cited <= set(hygiene.chunk_ids)
+
+
+async def test_a_failed_version_check_fails_the_turn_plainly_and_keeps_the_question(
+    make_chat_env: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database cannot say which document versions are current (it went away after the question was saved):
+    the turn fails with the plain store notice, shows neither the model's text nor the unchecked passages, and the
+    question stays, ready for Retry."""
+    env = await make_chat_env()
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    prompts = _record_prompts(env)
+    checks: list[str] = []
+    run_unit = turns_module.run_unit
+
+    async def versions_unreadable(factory: Any, work: Any, *, write: bool) -> Any:
+        if work.__name__ == "current_versions":
+            checks.append(work.__name__)
+            raise OperationalError("SELECT", {}, Exception("unable to open database file"))
+        return await run_unit(factory, work, write=write)
+
+    monkeypatch.setattr(turns_module, "run_unit", versions_unreadable)
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    events = await collect(env.chat.stream(nurse, asked.answer_id, CTX))
+    done = events[-1].answer
+    assert not [e for e in events if isinstance(e, TokenEvent)], "nothing of the model's answer is shown"
+    assert done.status == "failed" and done.notice == STORE_DOWN and done.retryable and not done.sources
+    assert checks == ["current_versions"] and len(prompts) <= 1
+    stored = await messages_of(env, asked.conversation_id)
+    assert [(m.role, m.status, m.content) for m in stored] == [("user", "complete", QUESTION), ("assistant", "failed", "")]
