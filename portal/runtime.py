@@ -42,7 +42,7 @@ def _shared_embedder(config: Any, loader: Any, questions: bool = True) -> Any:
         prepare = getattr(embedder, "prepare_query_path", None)
         if questions and prepare is not None:
             prepare()  # once: later calls find the path built
-            log.debug("embedding_query_path", path=getattr(embedder, "query_path", "eager"))
+            log.info("embedding_query_path", path=getattr(embedder, "query_path", "eager"))
         return embedder
 
 
