@@ -411,43 +411,44 @@ class TurnRunner:
             # Never raises (a failed count falls back to estimates by itself); done by now in all but odd cases.
             await asyncio.wait([counting])
         outcome.hits = found.hits
+        checked = False
+
+        async def settle() -> bool:
+            """Apply the version check once (see `_checked`); True when the prompt held a stale passage."""
+            nonlocal checked
+            if checked:
+                return False
+            checked = True
+            return await self._checked(found, outcome)
+
         try:
             # The model is asked while the passages' version check runs; the check is waited for before the first
             # token is shown (and before a turn without tokens ends). A passage found stale is dropped and, when it
             # was in the prompt, the model is asked again without it: nothing of the first try was shown.
-            checked = found.current.done()  # then no stale passage reaches even the first prompt
-            if checked:
-                await self._checked(found, outcome)
+            if found.current.done():
+                await settle()  # no stale passage reaches even the first prompt
             while True:
                 if not outcome.hits and not turn.policy.allow_general_answers:
-                    if not checked:
-                        checked = True
-                        await self._checked(found, outcome)
+                    await settle()
                     outcome.plan, outcome.content = None, NO_PASSAGES
                     return
                 if not await self._plan(turn, outcome):
-                    if not checked:
-                        checked = True
-                        await self._checked(found, outcome)
+                    await settle()
                     return
                 stale = False
                 async with contextlib.aclosing(self._ask_model(turn, stop, outcome, started)) as pieces:
                     async for piece in pieces:
-                        if not checked:
-                            checked = True
-                            if stale := await self._checked(found, outcome):
-                                break
+                        if stale := await settle():
+                            break
                         yield piece
                 if stale:
                     outcome.status, outcome.error, outcome.content, outcome.usage = "complete", None, "", StreamUsage()
                     continue
-                if not checked:  # the model sent no token
-                    checked = True
-                    if await self._checked(found, outcome):
-                        if outcome.status == "complete":  # an empty answer: ask again without the stale passage
-                            outcome.usage = StreamUsage()
-                            continue
-                        await self._plan(turn, outcome)  # failed or stopped: list only current passages
+                if await settle():  # the model sent no token, and the prompt held a stale passage
+                    if outcome.status == "complete":  # an empty answer: ask again without it
+                        outcome.usage = StreamUsage()
+                        continue
+                    await self._plan(turn, outcome)  # failed or stopped: list only current passages
                 return
         except VersionCheckFailed as exc:
             log.warning("chat_version_check_failed", error=str(exc))
@@ -535,13 +536,14 @@ class TurnRunner:
                             completion_tokens=outcome.usage.completion_tokens, finished_at=now)
                     .execution_options(synchronize_session=False)
                 )
-                if saved.rowcount == 1 and sources:  # type: ignore[attr-defined] # 0: the conversation was deleted
-                    session.execute(insert(_CITATIONS), [
-                        {"message_id": turn.answer_id, "ordinal": s.number, "chunk_id": s.chunk_id,
-                         "document_id": s.document_id, "collection_id": hit.collection_id, "score": hit.score,
-                         "cited": s.cited}
-                        for s, hit in zip(sources, passages, strict=True)
-                    ])
+                if saved.rowcount == 1:  # type: ignore[attr-defined] # 0: the conversation was deleted meanwhile
+                    if sources:
+                        session.execute(insert(_CITATIONS), [
+                            {"message_id": turn.answer_id, "ordinal": s.number, "chunk_id": s.chunk_id,
+                             "document_id": s.document_id, "collection_id": hit.collection_id, "score": hit.score,
+                             "cited": s.cited}
+                            for s, hit in zip(sources, passages, strict=True)
+                        ])
                     if turn.conversation_id is not None:
                         session.execute(
                             update(Conversation).where(Conversation.id == turn.conversation_id).values(updated_at=now)

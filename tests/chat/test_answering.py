@@ -123,6 +123,13 @@ async def test_no_passages_answers_without_calling_the_model(make_chat_env: Call
     assert not any(isinstance(e, TokenEvent) for e in events)
     done = events[-1].answer
     assert done.status == "complete" and done.content == NO_PASSAGES and done.model is None
+    # Saved like any answer: the conversation moves to the top of the sidebar, with no citation.
+    answer = (await messages_of(env, asked.conversation_id))[-1]
+    async with env.runtime.db() as session:
+        conversation = await session.get(Conversation, asked.conversation_id)
+        citations = (await citations_by_message(session, [answer.id])).get(answer.id, [])
+    assert conversation is not None and answer.finished_at is not None
+    assert conversation.updated_at == answer.finished_at and citations == []
 
 
 async def test_role_allowed_general_answers_gets_the_model_without_passages(make_chat_env: Callable[..., Any]) -> None:
