@@ -138,6 +138,7 @@ def append_audit_sync(
     plain statements (read the head, insert the record, move the head): on the chat's path the ORM's unit of work
     for the same rows cost about as much again.
     """
+    session.flush()  # the caller's own changes first, as an ORM append did (a no-op when none are pending)
     last_seq, last_hash = _head_row_sync(session)
     record: dict[str, Any] = {
         "seq": last_seq + 1,
