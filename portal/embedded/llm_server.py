@@ -73,6 +73,9 @@ class EmbeddedLLMServer:
                 "--model_alias", self.alias,
                 "--n_ctx", str(self.context_window),
                 "--n_threads", str(self.threads),
+                # llama-cpp-python's server cuts the answer it is writing short when another request arrives (its
+                # default): two people asking at once would see the first answer fail. Requests queue instead.
+                "--interrupt_requests", "False",
             ],
             stdout=log,
             stderr=log,

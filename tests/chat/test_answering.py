@@ -769,3 +769,33 @@ async def test_a_failed_version_check_fails_the_turn_plainly_and_keeps_the_quest
     assert checks == ["current_versions"] and len(prompts) <= 1
     stored = await messages_of(env, asked.conversation_id)
     assert [(m.role, m.status, m.content) for m in stored] == [("user", "complete", QUESTION), ("assistant", "failed", "")]
+
+
+async def test_two_people_asking_at_once_both_get_whole_answers(make_chat_env: Callable[..., Any]) -> None:
+    """The embedded llama.cpp server answers one request at a time: a second person's question waits for the
+    first answer instead of cutting it short (llama-cpp-python's server interrupts by default)."""
+    env = await make_chat_env()
+    await sample_library(env.runtime)
+    first, second = await add_person(env.runtime, {"nurse"}), await add_person(env.runtime, {"nurse"})
+    asked = [await env.chat.ask(person, QUESTION, None, CTX) for person in (first, second)]
+    first_token = asyncio.Event()
+
+    async def read(person: Principal, answer_id: str, signal: bool) -> Any:
+        events = []
+        async for event in env.chat.stream(person, answer_id, CTX):
+            events.append(event)
+            if signal and isinstance(event, TokenEvent):
+                first_token.set()
+        return events
+
+    async def second_reader() -> Any:
+        await first_token.wait()  # the first answer is being written when the second question reaches the model
+        return await read(second, asked[1].answer_id, False)
+
+    results = await asyncio.wait_for(
+        asyncio.gather(read(first, asked[0].answer_id, True), second_reader()), timeout=120
+    )
+    for events in results:
+        done = events[-1].answer
+        tokens = "".join(e.text for e in events if isinstance(e, TokenEvent))
+        assert done.status == "complete" and done.notice is None and done.content == tokens and tokens
