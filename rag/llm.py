@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
-import httpx
 import httpx2
 import openai
 from openai import AsyncOpenAI
@@ -66,9 +65,11 @@ class TokenCounter:
     exists (Ollama, hosted APIs) the count falls back to a high estimate.
     """
 
-    def __init__(self, config: LLMConfig, http: httpx.AsyncClient, cache_size: int = 8192) -> None:
+    def __init__(self, config: LLMConfig, cache_size: int = 8192) -> None:
         self._config = config
-        self._http = http
+        # aiohttp, as the model's requests: httpx spent about a millisecond of the event loop on each count (h11's
+        # parser and anyio in Python), and a new question's text is counted on its way to the first token.
+        self._session: aiohttp.ClientSession | None = None
         self._root = server_root(config.base_url)
         self._kind: Literal["unknown", "vllm", "llamacpp", "estimate"] = "unknown"
         self._probe_lock = asyncio.Lock()
@@ -107,7 +108,7 @@ class TokenCounter:
                 return await self._count_vllm(text)
             if self._kind == "llamacpp":
                 return await self._count_llamacpp(text)
-        except (httpx.HTTPError, LLMError, KeyError, ValueError):
+        except (aiohttp.ClientError, TimeoutError, LLMError, KeyError, ValueError):
             pass  # the server went away between probe and count: estimate this one
         return estimate_tokens(text)
 
@@ -115,25 +116,38 @@ class TokenCounter:
         for kind, counter in (("vllm", self._count_vllm), ("llamacpp", self._count_llamacpp)):
             try:
                 await counter(sample)
-            except (httpx.HTTPError, LLMError, KeyError, ValueError):
+            except (aiohttp.ClientError, TimeoutError, LLMError, KeyError, ValueError):
                 continue
             self._kind = kind  # type: ignore[assignment]
             return
         # Only settle on estimating when the server answered (without a tokenizer); if it is down, try next time.
         try:
-            await self._http.get(f"{self._config.base_url.rstrip('/')}/models", timeout=self._config.connect_timeout_s)
+            async with self._http().get(f"{self._config.base_url.rstrip('/')}/models") as response:
+                await response.read()
             self._kind = "estimate"
-        except httpx.HTTPError:
+        except (aiohttp.ClientError, TimeoutError):
             pass
 
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._config.connect_timeout_s),
+                connector=aiohttp.TCPConnector(limit=100),
+            )
+        return self._session
+
     async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = await self._http.post(url, json=body, timeout=self._config.connect_timeout_s)
-        if response.status_code != 200:
-            raise LLMError(f"tokenizer answered HTTP {response.status_code}")
-        data = response.json()
+        async with self._http().post(url, json=body) as response:
+            if response.status != 200:
+                raise LLMError(f"tokenizer answered HTTP {response.status}")
+            data = json.loads(await response.read())
         if not isinstance(data, dict):
             raise ValueError("unexpected tokenizer answer")
         return data
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     async def _count_vllm(self, text: str) -> int:
         data = await self._post(
@@ -233,10 +247,6 @@ class LLMClient:
 
     def __init__(self, config: LLMConfig) -> None:
         self.config = config
-        timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
-        # Many answers stream at once: the pool must not be the bottleneck.
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        self._http = httpx.AsyncClient(timeout=timeout, limits=limits)
         # The SDK's aiohttp transport (`openai[aiohttp]`): its HTTP parser and stream reader are in C. With the SDK's
         # default transport (httpx2 over httpcore2 and anyio: h11 parsing and a timeout scope per read) reading
         # 4,000 tokens a second across 200 answers took all of the event loop; see docs/chat.md for the figures.
@@ -250,7 +260,7 @@ class LLMClient:
                 timeout=openai_timeout, limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
             ),
         )
-        self.tokens = TokenCounter(config, self._http)
+        self.tokens = TokenCounter(config)
 
     @property
     def model(self) -> str:
@@ -294,4 +304,4 @@ class LLMClient:
 
     async def close(self) -> None:
         await self._openai.close()
-        await self._http.aclose()
+        await self.tokens.close()

@@ -57,9 +57,6 @@ LLM_SLOW = (
     "The passages found for your question are listed below; use Retry to ask the model again."
 )
 EMBEDDER_WAIT_S = 30.0
-# How long an early model request waits for the passages' version check (a quick read, normally done by then) so that
-# its prompt holds only current passages; a check still running after this is applied by the stream.
-EARLY_CHECK_WAIT_S = 0.05
 LIVE_MIN_TTL_S = 10.0
 INTERRUPTED = (
     "The portal stopped while writing this answer (a restart or a fault), so it was not finished. "
@@ -227,6 +224,16 @@ async def _result_or_none(task: asyncio.Task[T] | None) -> T | None:
         return await task
     except Exception:  # noqa: BLE001
         return None
+
+
+def _holds_other_than(plan: PromptPlan, current: list[SearchHit]) -> bool:
+    """Whether `plan` holds a passage that is not among the `current` hits (one of a stale document version)."""
+    kept = {(h.chunk_id, h.document_version) for h in current}
+    return any((p.chunk_id, p.document_version) not in kept for p in plan.passages)
+
+
+def _ended_well(task: asyncio.Task[Any]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
 
 
 def consume_exception(task: asyncio.Task[Any]) -> None:
@@ -398,10 +405,7 @@ class TurnRunner:
         """Apply the version check to `outcome`: True when a passage in its prompt was not current (the prompt must
         then be built again). Raises VersionCheckFailed."""
         outcome.hits = await found.current
-        if outcome.plan is None:
-            return False
-        kept = {(h.chunk_id, h.document_version) for h in outcome.hits}
-        return any((p.chunk_id, p.document_version) not in kept for p in outcome.plan.passages)
+        return outcome.plan is not None and _holds_other_than(outcome.plan, outcome.hits)
 
     async def count_prompt_frame(self, question: str, history: list[Turn]) -> None:
         """Warm the token-count cache with what the prompt budget will count besides the passages. Never raises:
@@ -432,15 +436,20 @@ class TurnRunner:
         deadline = loop.time() + deadline_s
         try:
             async with asyncio.timeout_at(deadline):  # a model server slow to count tokens: the stream decides
-                await asyncio.wait([found.current], timeout=EARLY_CHECK_WAIT_S)
-                hits, checked = found.hits, found.current.done()
-                if checked:
-                    if found.current.cancelled() or found.current.exception() is not None:
+                hits, checked = found.hits, False
+                while True:
+                    if not checked and found.current.done():
+                        if not _ended_well(found.current):
+                            return None  # the stream reports the failed check
+                        hits, checked = found.current.result(), True
+                    if not hits and not policy.allow_general_answers:
                         return None
-                    hits = found.current.result()
-                if not hits and not policy.allow_general_answers:
-                    return None
-                plan = await self._budget(question, history, policy, hits)
+                    plan = await self._budget(question, history, policy, hits)
+                    # The check is not waited for (a database read, often longer than the budget): the stream
+                    # applies one that ends later. One that ended meanwhile is applied now if it drops a passage.
+                    if checked or not found.current.done() or (
+                            _ended_well(found.current) and not _holds_other_than(plan, found.current.result())):
+                        break
         except (PromptTooLong, TimeoutError):
             return None
         stream = self.llm.stream_chat(plan.messages, max_tokens=policy.max_answer_tokens)

@@ -791,11 +791,15 @@ async def test_only_current_document_versions_reach_the_prompt_and_the_sources(
     asked = await env.chat.ask(nurse, QUESTION, None, CTX)
     found = (await _prepared(env, asked.answer_id)).found
     assert found is not None and changed & {h.chunk_id for h in found.hits}, "the store holds both versions"
-    await found.current  # checked before the prompt is built: the model is asked once
-    done = (await collect(env.chat.stream(nurse, asked.answer_id, CTX)))[-1].answer
+    events = await collect(env.chat.stream(nurse, asked.answer_id, CTX))
+    done = events[-1].answer
     assert done.status == "complete" and done.sources
     assert {s.chunk_id for s in done.sources} <= set(hygiene.chunk_ids)
-    assert len(prompts) == 1 and "95 seconds" not in prompts[0] and "40 seconds" in prompts[0]
+    # The early request does not wait for the version check: when it was built first, its prompt held the new
+    # version's passage and the model was asked again without it; nothing of that first answer was shown.
+    assert "95 seconds" not in prompts[-1] and "40 seconds" in prompts[-1]
+    assert len(prompts) == 1 or (len(prompts) == 2 and "95 seconds" in prompts[0])
+    assert done.content == "".join(e.text for e in events if isinstance(e, TokenEvent))
 
     # The replacement becomes current: now only the new version counts.
     async with transaction(env.runtime.db) as session:
@@ -844,6 +848,34 @@ async def test_a_stale_passage_found_after_the_model_was_asked_is_never_shown(
     async with env.runtime.db() as session:
         cited = {c.chunk_id for c in (await citations_by_message(session, [answer.id]))[answer.id]}
     assert cited and cited <= set(hygiene.chunk_ids)
+
+
+async def test_a_version_check_that_ends_while_the_early_prompt_is_budgeted_is_applied_before_asking(
+    make_chat_env: Callable[..., Any],
+) -> None:
+    """The early request does not wait for the version check, but a check that ends while its prompt is budgeted
+    (held here by slow token counts) is applied before the model is asked: it is asked once, without the passage."""
+    env = await make_chat_env()
+    hygiene, _algebra = await sample_library(env.runtime)
+    new_chunks = await _index_next_version(env, hygiene)
+    nurse = await add_person(env.runtime, {"nurse"})
+    prompts = _record_prompts(env)
+    count_many = env.chat.llm.tokens.count_many
+
+    async def slow_counts(texts: Any) -> Any:
+        await asyncio.sleep(0.3)  # the version check (one quick read) ends meanwhile
+        return await count_many(texts)
+
+    env.chat.llm.tokens.count_many = slow_counts
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    ready = await _prepared(env, asked.answer_id)
+    assert ready.found is not None and (new_chunks - set(hygiene.chunk_ids)) & {h.chunk_id for h in ready.found.hits}
+    early = await _early(ready)
+    assert early is not None and early.checked and len(prompts) == 1
+    assert "95 seconds" not in prompts[0] and "40 seconds" in prompts[0]
+    done = (await collect(env.chat.stream(nurse, asked.answer_id, CTX)))[-1].answer
+    assert len(prompts) == 1 and early.adopted and done.status == "complete"
+    assert done.sources and {s.chunk_id for s in done.sources} <= set(hygiene.chunk_ids)
 
 
 async def test_a_failed_version_check_fails_the_turn_plainly_and_keeps_the_question(

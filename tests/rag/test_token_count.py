@@ -1,0 +1,53 @@
+"""Prompt token counts from the model server's own tokenizer (the real llama.cpp server), and estimates without one."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+import pytest
+
+from rag.llm import LLMConfig, TokenCounter, estimate_tokens
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.llm
+
+TEXTS = ["Staff must wash their hands for at least 40 seconds.", "Algebra: solve 2x + 3 = 11 for x.", "dose?"]
+
+
+def _server_count(base_url: str, text: str) -> int:
+    """llama.cpp's own count, asked directly (not through the counter)."""
+    root = base_url.rsplit("/v1", 1)[0]
+    request = urllib.request.Request(f"{root}/extras/tokenize/count", data=json.dumps({"input": text}).encode(),
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - the test's own local server
+        return int(json.loads(response.read())["count"])
+
+
+async def llm_server_gone(counter: TokenCounter) -> None:
+    """Point the counter at a closed port: from now on only its cache can give real counts."""
+    await counter.close()
+    counter._root = f"http://127.0.0.1:{free_port()}"
+
+
+async def test_counts_come_from_the_servers_tokenizer_and_are_cached(llm_server: Any) -> None:
+    counter = TokenCounter(LLMConfig(base_url=llm_server.base_url, model="smollm2"))
+    try:
+        counts = await counter.count_many(TEXTS)
+        assert counter.kind == "llamacpp"
+        assert counts == [_server_count(llm_server.base_url, text) for text in TEXTS]
+        assert counts != [estimate_tokens(text) for text in TEXTS], "real counts, not the estimate"
+        await llm_server_gone(counter)
+        assert await counter.count_many(list(reversed(TEXTS))) == list(reversed(counts)), "answered from the cache"
+    finally:
+        await counter.close()
+
+
+async def test_a_server_that_is_down_gets_estimates_and_is_asked_again_later() -> None:
+    counter = TokenCounter(LLMConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m", connect_timeout_s=2.0))
+    try:
+        assert await counter.count_many(TEXTS) == [estimate_tokens(text) for text in TEXTS]
+        assert counter.kind == "unknown"  # not settled on estimating: the server may come up
+    finally:
+        await counter.close()
