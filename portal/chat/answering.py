@@ -143,6 +143,7 @@ class _SavedQuestion:
     policy: ChatPolicy
     turn: _NewTurn | None = None
     history: list[Turn] = field(default_factory=list)
+    access: AccessFilter | None = None  # the person's retrieval filter, for the question's early search
 
 
 @dataclass
@@ -176,25 +177,27 @@ class ChatService:
         if len(question) > MAX_QUESTION_CHARS:
             raise QuestionRejected(f"Please keep a question under {MAX_QUESTION_CHARS} characters.")
         # The question's embedding starts now, while the question is saved and the page opens the answer's stream;
-        # so does the search for its passages, which needs only the question and the person's retrieval filter.
-        # (The model is called by the answer's stream, which can only claim an answer once it is saved.)
+        # so does the search for its passages, which needs only the question's vector and the person's retrieval
+        # filter (read by the unit of work that saves the question, usually done before the vector is ready).
+        # (The model is asked only once the question is saved.)
         self.runner.embed_early(question)
-        searching = asyncio.create_task(self._search_early(principal, question), name="chat-search-early")
+        access: asyncio.Future[AccessFilter] = asyncio.get_running_loop().create_future()
+        searching = asyncio.create_task(self._search_early(question, access), name="chat-search-early")
         searching.add_done_callback(consume_exception)
         try:
-            return await self._save_question(principal, question, conversation_id, context, searching)
+            return await self._save_question(principal, question, conversation_id, context, searching, access)
         except BaseException:
             # Not asked (over the limit, not theirs): neither the embedding nor the passages are needed.
             searching.cancel()
             self.runner.drop_early(question)
             raise
 
-    async def _search_early(self, principal: Principal, question: str) -> tuple[AccessFilter, FoundPassages | None]:
+    async def _search_early(
+        self, question: str, access_read: asyncio.Future[AccessFilter]
+    ) -> tuple[AccessFilter, FoundPassages | None]:
         """The person's retrieval filter, and the passages it lets them read (None: the search failed here; the
         stream searches again and reports a failure)."""
-        now = self.now
-        access = await run_unit(self.runtime.db, lambda session: retrieval_filter_in_unit(session, principal, now),
-                                write=False)
+        access = await access_read
         try:
             return access, await self.runner.search_passages(question, access)
         except Exception:  # noqa: BLE001
@@ -202,7 +205,7 @@ class ChatService:
 
     async def _save_question(
         self, principal: Principal, question: str, conversation_id: str | None, context: AuditContext,
-        searching: asyncio.Task[tuple[AccessFilter, FoundPassages | None]],
+        searching: asyncio.Task[tuple[AccessFilter, FoundPassages | None]], access_read: asyncio.Future[AccessFilter],
     ) -> AskResult:
         now = self.now
         settings = self.runtime.settings
@@ -235,9 +238,11 @@ class ChatService:
             # The turns before this question (the newest one read here is the question itself).
             earlier = (_earlier_messages_in_unit(session, turn.conversation_id, turn.answer_created_at)
                        if conversation_id else [])
-            return _SavedQuestion(policy, turn, _history(earlier[1:]))
+            return _SavedQuestion(policy, turn, _history(earlier[1:]), retrieval_filter_in_unit(session, principal, now))
 
         saved = await run_unit(self.runtime.db, save, write=True)
+        if saved.access is not None:
+            access_read.set_result(saved.access)
         turn = saved.turn
         if turn is None:
             searching.cancel()  # a zero-retention turn is worked out by its stream

@@ -278,11 +278,11 @@ async def test_rate_limit_per_role(make_chat_env: Callable[..., Any]) -> None:
     searches: dict[str, asyncio.Task[Any]] = {}
     search_early, never = env.chat._search_early, asyncio.Event()
 
-    async def recorded_search(principal: Principal, question: str) -> Any:
+    async def recorded_search(question: str, access_read: Any) -> Any:
         """The search started beside the question's unit of work, held until it is called off."""
         searches[question] = asyncio.current_task()  # type: ignore[assignment]
         await never.wait()
-        return await search_early(principal, question)
+        return await search_early(question, access_read)
 
     env.chat._search_early = recorded_search
     before, prepared_before = await saved(), len(env.chat.runner.prepared)
