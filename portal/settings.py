@@ -136,9 +136,6 @@ class Settings(BaseSettings):
     chat_role_max_answer_tokens: dict[str, int] = Field(default_factory=dict)  # default: llm_max_tokens
     chat_general_answer_roles: list[str] = Field(default_factory=list)  # may get answers when no passage matched
     chat_stream_sync_s: float = Field(default=1.0, gt=0)  # how often streams check for Stop and renew heartbeats
-    # How long the model's answer, asked for by the process that saved the question, waits for that process to serve
-    # the answer's stream before it is cancelled (0: the model is asked only by the stream).
-    chat_early_answer_s: float = Field(default=5.0, ge=0, le=60)
 
     oidc_providers: list[OIDCProviderSettings] = Field(default_factory=list)
     embedded_idp: bool = True  # start the local test identity provider with sample people

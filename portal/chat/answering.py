@@ -27,7 +27,6 @@ from portal.chat.conversations import (
     owned_message,
     title_from_question,
 )
-from portal.chat.early_answer import cancel_early
 from portal.chat.policy import RATE_WINDOW, ChatPolicy, chat_policy, chat_policy_in_unit
 from portal.chat.shared_state import DatabaseState, SharedState
 from portal.chat.turns import (
@@ -179,7 +178,7 @@ class ChatService:
         # The question's embedding starts now, while the question is saved and the page opens the answer's stream;
         # so does the search for its passages, which needs only the question's vector and the person's retrieval
         # filter (read by the unit of work that saves the question, usually done before the vector is ready).
-        # (The model is asked only once the question is saved.)
+        # (The model is called by the answer's stream, which can only claim an answer once it is saved.)
         self.runner.embed_early(question)
         access: asyncio.Future[AccessFilter] = asyncio.get_running_loop().create_future()
         searching = asyncio.create_task(self._search_early(question, access), name="chat-search-early")
@@ -270,11 +269,8 @@ class ChatService:
         except BaseException:
             searching.cancel()  # this preparation was dropped (too old, or its stream went elsewhere)
             raise
-        # The question is saved: the model may be asked now. Its answer waits for this process's stream to claim the
-        # turn (nothing is shown or saved before), and is cancelled if no stream here takes it in time.
-        early = self.runner.start_early_answer(question, history, policy, found)
         return PreparedTurn(user_id=principal.user_id, roles=principal.roles, question=question, history=history,
-                            policy=policy, access=access, conversation_id=conversation_id, found=found, early=early)
+                            policy=policy, access=access, conversation_id=conversation_id, found=found)
 
     @staticmethod
     def _add_turn(
@@ -400,18 +396,16 @@ class ChatService:
             ready = None
         except Exception:  # noqa: BLE001 - preparing is only a head start
             ready = None
-        if ready is not None and ready.early is not None and not ready.fits(principal):
-            cancel_early(ready.early)  # asked for what the person could read before their roles changed: never shown
         if ready is None or not ready.fits(principal):
             if not await claiming:
                 return None
             # Claimed, but what was prepared is not for this person's current roles: work it out now.
             return await self._turn_for_claimed(principal, answer_id, context)
-        # The model was asked already, or is asked while the claim's UPDATE runs: the turn shows and saves nothing
-        # until the claim is won, and stops (ClaimLost) if another stream won it.
+        # The model is asked while the claim's UPDATE runs: the turn shows and saves nothing until it is won, and
+        # stops (ClaimLost) if another stream won it.
         return TurnInput(answer_id=answer_id, principal=principal, question=ready.question, history=ready.history,
                          policy=ready.policy, access=ready.access, context=context, ephemeral=False,
-                         conversation_id=ready.conversation_id, found=ready.found, claim=claiming, early=ready.early)
+                         conversation_id=ready.conversation_id, found=ready.found, claim=claiming)
 
     async def _turn_for_claimed(self, principal: Principal, answer_id: str, context: AuditContext) -> TurnInput:
         async with self.runtime.db() as session:

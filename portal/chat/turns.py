@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import weakref
 from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,7 +19,6 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from portal.audit import AuditContext, append_audit_sync
-from portal.chat.early_answer import EarlyAnswer, Piece
 from portal.chat.policy import ChatPolicy
 from portal.chat.shared_state import SharedState
 from portal.chat.views import AnswerView, SourceView, excerpt_of, where_text
@@ -119,8 +117,6 @@ class TurnInput:
     # UPDATE runs). The turn shows, saves and registers nothing before the claim is won (then None); a lost claim
     # raises ClaimLost.
     claim: asyncio.Task[bool] | None = None
-    # The model's answer being asked for by this process for these passages (see EarlyAnswer); taken by the turn.
-    early: asyncio.Task[EarlyAnswer | None] | None = None
 
 
 class ClaimLost(Exception):
@@ -160,8 +156,6 @@ class PreparedTurn:
     access: AccessFilter
     conversation_id: str
     found: FoundPassages | None  # None: the search failed here; the stream searches again and reports a failure
-    # The model's answer being asked for (see EarlyAnswer; the task's result None: the stream asks the model).
-    early: asyncio.Task[EarlyAnswer | None] | None = None
 
     def fits(self, principal: Principal) -> bool:
         return principal.user_id == self.user_id and principal.roles == self.roles
@@ -226,16 +220,6 @@ async def _result_or_none(task: asyncio.Task[T] | None) -> T | None:
         return None
 
 
-def _holds_other_than(plan: PromptPlan, current: list[SearchHit]) -> bool:
-    """Whether `plan` holds a passage that is not among the `current` hits (one of a stale document version)."""
-    kept = {(h.chunk_id, h.document_version) for h in current}
-    return any((p.chunk_id, p.document_version) not in kept for p in plan.passages)
-
-
-def _ended_well(task: asyncio.Task[Any]) -> bool:
-    return task.done() and not task.cancelled() and task.exception() is None
-
-
 def consume_exception(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved here so an unclaimed failure is not reported as never retrieved
@@ -251,8 +235,6 @@ class TurnRunner:
         # Answers' preparations, by answer id (see PreparedTurn).
         self.prepared: HeadStarts[PreparedTurn] = HeadStarts(max_age_s=10.0)
         self._beaten: dict[str, float] = {}  # answer id -> when its heartbeat was last written (monotonic)
-        self._early_answers: weakref.WeakSet[EarlyAnswer] = weakref.WeakSet()
-        self._asking_early: set[asyncio.Task[EarlyAnswer | None]] = set()
 
     def embed_early(self, question: str) -> None:
         """Start embedding a question as soon as it arrives, while it is saved and the page opens its stream."""
@@ -273,10 +255,6 @@ class TurnRunner:
     async def close(self) -> None:
         self._early_vectors.clear()
         self.prepared.clear()
-        for asking in list(self._asking_early):
-            asking.cancel()
-        for early in list(self._early_answers):
-            early.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(BaseException):
@@ -405,7 +383,10 @@ class TurnRunner:
         """Apply the version check to `outcome`: True when a passage in its prompt was not current (the prompt must
         then be built again). Raises VersionCheckFailed."""
         outcome.hits = await found.current
-        return outcome.plan is not None and _holds_other_than(outcome.plan, outcome.hits)
+        if outcome.plan is None:
+            return False
+        kept = {(h.chunk_id, h.document_version) for h in outcome.hits}
+        return any((p.chunk_id, p.document_version) not in kept for p in outcome.plan.passages)
 
     async def count_prompt_frame(self, question: str, history: list[Turn]) -> None:
         """Warm the token-count cache with what the prompt budget will count besides the passages. Never raises:
@@ -413,86 +394,24 @@ class TurnRunner:
         with contextlib.suppress(Exception):
             await self.llm.tokens.count_many(texts_to_count_early(question, history))
 
-    def start_early_answer(
-        self, question: str, history: list[Turn], policy: ChatPolicy, found: FoundPassages | None
-    ) -> asyncio.Task[EarlyAnswer | None]:
-        """Start `ask_early` as a task of its own (a stream of this process takes it; see PreparedTurn)."""
-        asking = asyncio.create_task(self.ask_early(question, history, policy, found), name="chat-ask-early")
-        asking.add_done_callback(consume_exception)
-        self._asking_early.add(asking)
-        asking.add_done_callback(self._asking_early.discard)
-        return asking
-
-    async def ask_early(
-        self, question: str, history: list[Turn], policy: ChatPolicy, found: FoundPassages | None
-    ) -> EarlyAnswer | None:
-        """Ask the model for a prepared turn's answer before its stream arrives (see EarlyAnswer). None where the
-        stream must decide for itself: no passages (or their search or version check failed), a question too long
-        for the context window, or early answers turned off."""
-        deadline_s = self.runtime.settings.chat_early_answer_s
-        if found is None or deadline_s <= 0:
-            return None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + deadline_s
-        try:
-            async with asyncio.timeout_at(deadline):  # a model server slow to count tokens: the stream decides
-                hits, checked = found.hits, False
-                while True:
-                    if not checked and found.current.done():
-                        if not _ended_well(found.current):
-                            return None  # the stream reports the failed check
-                        hits, checked = found.current.result(), True
-                    if not hits and not policy.allow_general_answers:
-                        return None
-                    plan = await self._budget(question, history, policy, hits)
-                    # The check is not waited for (a database read, often longer than the budget): the stream
-                    # applies one that ends later. One that ended meanwhile is applied now if it drops a passage.
-                    if checked or not found.current.done() or (
-                            _ended_well(found.current) and not _holds_other_than(plan, found.current.result())):
-                        break
-        except (PromptTooLong, TimeoutError):
-            return None
-        stream = self.llm.stream_chat(plan.messages, max_tokens=policy.max_answer_tokens)
-        early = EarlyAnswer(plan, hits, checked, stream, max(0.0, deadline - loop.time()))
-        self._early_answers.add(early)
-        return early
-
     async def _generate(self, turn: TurnInput, stop: asyncio.Event, outcome: TurnOutcome) -> AsyncGenerator[str, None]:
         started = time.monotonic()
-        early_ask, turn.early = turn.early, None
-        # Waited for as the turn would otherwise budget the prompt itself (a cancelled turn cancels it).
-        early = None
-        if early_ask is not None:
-            try:
-                early = await early_ask
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # this turn is being cancelled (the early request with it)
-            except Exception as exc:  # noqa: BLE001 - asking early is only a head start: the turn asks itself
-                log.warning("chat_early_answer_failed", error=type(exc).__name__)
         # Count the question's tokens (a round trip to the model server) while the passages are searched: the
-        # prompt budget then finds the count cached. (An early answer's prompt is budgeted already.)
-        counting: list[asyncio.Task[None]] = []
-        if early_ask is None:
-            counting.append(asyncio.create_task(self.count_prompt_frame(turn.question, turn.history)))
-            counting[0].add_done_callback(consume_exception)
+        # prompt budget then finds the count cached.
+        counting = asyncio.create_task(self.count_prompt_frame(turn.question, turn.history))
+        counting.add_done_callback(consume_exception)
         try:
             found = turn.found if turn.found is not None else await self.search_passages(turn.question, turn.access)
         except Exception as exc:  # noqa: BLE001 - any store or embedder failure is the same fault to the person
-            for task in counting:
-                task.cancel()
+            counting.cancel()
             log.warning("chat_retrieval_failed", error=type(exc).__name__)
             outcome.status, outcome.error = "failed", STORE_DOWN
             return
         finally:
             # Never raises (a failed count falls back to estimates by itself); done by now in all but odd cases.
-            if counting:
-                await asyncio.wait(counting)
+            await asyncio.wait([counting])
         outcome.hits = found.hits
         checked = False
-        if early is not None:  # the model was asked for these passages already (the first try below)
-            outcome.hits, outcome.plan, checked = early.hits, early.plan, early.checked
 
         async def settle() -> bool:
             """Apply the version check once (see `_checked`); True when the prompt held a stale passage."""
@@ -506,22 +425,18 @@ class TurnRunner:
             # The model is asked while the passages' version check runs; the check is waited for before the first
             # token is shown (and before a turn without tokens ends). A passage found stale is dropped and, when it
             # was in the prompt, the model is asked again without it: nothing of the first try was shown.
-            if found.current.done() and await settle() and early is not None:
-                early.cancel()  # its prompt held a passage found stale meanwhile: plan again
-                early = None
+            if found.current.done():
+                await settle()  # no stale passage reaches even the first prompt
             while True:
-                if early is None:
-                    if not outcome.hits and not turn.policy.allow_general_answers:
-                        await settle()
-                        outcome.plan, outcome.content = None, NO_PASSAGES
-                        return
-                    if not await self._plan(turn, outcome):
-                        await settle()
-                        return
+                if not outcome.hits and not turn.policy.allow_general_answers:
+                    await settle()
+                    outcome.plan, outcome.content = None, NO_PASSAGES
+                    return
+                if not await self._plan(turn, outcome):
+                    await settle()
+                    return
                 stale = False
-                asked = self._ask_model(turn, stop, outcome, started, early.adopt() if early is not None else None)
-                early = None
-                async with contextlib.aclosing(asked) as pieces:
+                async with contextlib.aclosing(self._ask_model(turn, stop, outcome, started)) as pieces:
                     async for piece in pieces:
                         if stale := await settle():
                             break
@@ -540,22 +455,16 @@ class TurnRunner:
             # Passages whose version is unknown are neither shown nor kept.
             outcome.status, outcome.error, outcome.content = "failed", STORE_DOWN, ""
             outcome.plan, outcome.hits = None, []
-        finally:
-            if early is not None:  # not reached the model's first try (the store failed, a stale passage, ...)
-                early.cancel()
-
-    async def _budget(self, question: str, history: list[Turn], policy: ChatPolicy, hits: list[SearchHit]) -> PromptPlan:
-        """The prompt for `hits`, budgeted to the model's context window. Raises PromptTooLong."""
-        return await build_prompt(
-            question, hits, history, self.llm.tokens.count_many,
-            context_window=self.runtime.settings.llm_context_window, answer_tokens=policy.max_answer_tokens,
-            grounded=bool(hits),
-        )
 
     async def _plan(self, turn: TurnInput, outcome: TurnOutcome) -> bool:
         """Budget the prompt for `outcome.hits`; False (and the turn failed) when the question alone cannot fit."""
+        settings = self.runtime.settings
         try:
-            outcome.plan = await self._budget(turn.question, turn.history, turn.policy, outcome.hits)
+            outcome.plan = await build_prompt(
+                turn.question, outcome.hits, turn.history, self.llm.tokens.count_many,
+                context_window=settings.llm_context_window, answer_tokens=turn.policy.max_answer_tokens,
+                grounded=bool(outcome.hits),
+            )
         except PromptTooLong as exc:
             outcome.plan = None
             outcome.status, outcome.error = "failed", str(exc).capitalize() + "."
@@ -563,18 +472,15 @@ class TurnRunner:
         return True
 
     async def _ask_model(
-        self, turn: TurnInput, stop: asyncio.Event, outcome: TurnOutcome, started: float,
-        asked: AsyncGenerator[Piece, None] | None = None,
+        self, turn: TurnInput, stop: asyncio.Event, outcome: TurnOutcome, started: float
     ) -> AsyncGenerator[str, None]:
-        """Stream the model's answer to `outcome.plan` into `outcome` (content, status, usage) and yield its pieces.
-        `asked`: the same answer, asked for already (an adopted EarlyAnswer)."""
+        """Stream the model's answer to `outcome.plan` into `outcome` (content, status, usage) and yield its pieces."""
         assert outcome.plan is not None
         outcome.model = self.llm.model
         parts: list[str] = []
         first_token_at: float | None = None
         try:
-            stream = asked if asked is not None else self.llm.stream_chat(
-                outcome.plan.messages, max_tokens=turn.policy.max_answer_tokens)
+            stream = self.llm.stream_chat(outcome.plan.messages, max_tokens=turn.policy.max_answer_tokens)
             async with contextlib.aclosing(stream):
                 async for piece in stream:
                     if isinstance(piece, StreamUsage):
