@@ -25,10 +25,10 @@ def _server_count(base_url: str, text: str) -> int:
         return int(json.loads(response.read())["count"])
 
 
-async def llm_server_gone(counter: TokenCounter) -> None:
-    """Point the counter at a closed port: from now on only its cache can give real counts."""
+async def _point_at(counter: TokenCounter, root: str) -> None:
+    """Move the counter's tokenizer requests to `root` (a server gone away, or one come up), on a fresh connection."""
     await counter.close()
-    counter._root = f"http://127.0.0.1:{free_port()}"
+    counter._root = root
 
 
 async def test_counts_come_from_the_servers_tokenizer_and_are_cached(llm_server: Any) -> None:
@@ -38,16 +38,20 @@ async def test_counts_come_from_the_servers_tokenizer_and_are_cached(llm_server:
         assert counter.kind == "llamacpp"
         assert counts == [_server_count(llm_server.base_url, text) for text in TEXTS]
         assert counts != [estimate_tokens(text) for text in TEXTS], "real counts, not the estimate"
-        await llm_server_gone(counter)
+        await _point_at(counter, f"http://127.0.0.1:{free_port()}")  # gone: only the cache can answer now
         assert await counter.count_many(list(reversed(TEXTS))) == list(reversed(counts)), "answered from the cache"
     finally:
         await counter.close()
 
 
-async def test_a_server_that_is_down_gets_estimates_and_is_asked_again_later() -> None:
+async def test_a_server_that_is_down_gets_estimates_and_is_asked_again_later(llm_server: Any) -> None:
     counter = TokenCounter(LLMConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m", connect_timeout_s=2.0))
     try:
         assert await counter.count_many(TEXTS) == [estimate_tokens(text) for text in TEXTS]
         assert counter.kind == "unknown"  # not settled on estimating: the server may come up
+        await _point_at(counter, llm_server.base_url.rsplit("/v1", 1)[0])  # it came up
+        text = "How long must staff wash their hands before patient contact?"
+        assert await counter.count(text) == _server_count(llm_server.base_url, text)
+        assert counter.kind == "llamacpp"
     finally:
         await counter.close()
