@@ -174,7 +174,7 @@ class ChainReport:
         return not self.problems
 
 
-async def _events_in_order(session: AsyncSession, batch: int = 2000) -> AsyncIterator[AuditEvent]:
+async def _events_in_order(session: AsyncSession, batch: int = 500) -> AsyncIterator[AuditEvent]:
     last = -1
     while True:
         rows = (
@@ -233,7 +233,14 @@ async def prune_audit(session: AsyncSession, *, before: datetime, now: datetime,
 
     Only a contiguous run from the start of the chain goes, so `verify_chain` still checks everything left.
     A chain that does not verify is left alone (pruning would hide the evidence) and the refusal returned.
+    When even the oldest record is younger than `before` there is nothing to remove and the chain is not walked:
+    the scheduled purge asks every hour, and walking years of records each time is minutes of a portal process's
+    event loop spent on nothing (`enclave audit verify` and the audit page check the whole chain on demand).
     """
+    oldest = (await session.execute(select(AuditEvent.at).order_by(AuditEvent.seq).limit(1))).scalar_one_or_none()
+    if oldest is None or oldest >= before:
+        anchor_seq = await session.scalar(select(AuditChainHead.anchor_seq).where(AuditChainHead.id == CHAIN_ID))
+        return PruneResult(anchor_seq=anchor_seq or 0)
     report = await verify_chain(session)
     if not report.ok:
         return PruneResult(refused=report.problems)

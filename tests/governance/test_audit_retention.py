@@ -48,3 +48,22 @@ async def test_a_broken_chain_is_never_pruned(factory: async_sessionmaker[AsyncS
     assert result.removed == 0 and any("record 1" in p for p in result.refused)
     async with factory() as session:
         assert len((await session.execute(select(AuditEvent.seq))).all()) == 3
+
+
+async def test_with_nothing_old_enough_the_chain_is_not_walked(factory: async_sessionmaker[AsyncSession]) -> None:
+    """The hourly purge asks; when the oldest record is younger than the audit period nothing is removed and the
+    chain is not walked (a tampered record is then neither hidden nor reported here: `enclave audit verify` finds it)."""
+    await _records(factory, [20, 21, 22])
+    async with transaction(factory) as session:
+        await session.execute(update(AuditEvent).where(AuditEvent.seq == 2).values(outcome="denied"))
+    async with transaction(factory) as session:
+        result = await prune_audit(session, before=T0 + timedelta(days=20), now=T0 + timedelta(days=30))
+    assert result.removed == 0 and result.refused == [] and result.anchor_seq == 0
+    async with factory() as session:
+        assert len((await session.execute(select(AuditEvent.seq))).all()) == 3
+        report = await verify_chain(session)
+    assert not report.ok and any("record 2" in p for p in report.problems)
+    # Once a record is old enough, the same broken chain is refused, as before.
+    async with transaction(factory) as session:
+        result = await prune_audit(session, before=T0 + timedelta(days=21), now=T0 + timedelta(days=30))
+    assert result.removed == 0 and any("record 2" in p for p in result.refused)
