@@ -37,6 +37,9 @@ class LLMConfig:
     connect_timeout_s: float = 5.0
     max_tokens: int = 512
     context_window: int = 8192
+    # The prompt budget counts a text of at most this many UTF-8 bytes as bytes + 1 tokens, without asking the
+    # server (see TokenCounter.budget_counts); 0 asks for every text.
+    bound_short_texts_bytes: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,20 @@ class TokenCounter:
 
     async def count(self, text: str) -> int:
         return (await self.count_many([text]))[0]
+
+    async def budget_counts(self, texts: Sequence[str]) -> list[int]:
+        """Token counts for a prompt budget: `count_many`, except that a short text (at most
+        `bound_short_texts_bytes` UTF-8 bytes) is counted as its byte length + 1 without a round trip to the server.
+
+        That bound is never below the real count: byte-level BPE (GPT-2, Llama 3, Qwen, SmolLM2) and SentencePiece
+        with byte fallback (Llama 2, Mistral) spend at least one byte of text on every token, and SentencePiece's
+        added word-start marker is the + 1. It over-counts by a few hundred tokens at most, a small share of any
+        context window; what it saves is a new question's one round trip to the tokenizer on its way to the first
+        token (its question is the only text of the prompt not yet counted)."""
+        limit = self._config.bound_short_texts_bytes
+        sizes = [len(text.encode("utf-8")) for text in texts]
+        counted = iter(await self.count_many([text for text, size in zip(texts, sizes, strict=True) if size > limit]))
+        return [size + 1 if size <= limit else next(counted) for size in sizes]
 
     async def count_many(self, texts: Sequence[str]) -> list[int]:
         keys = [hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts]
@@ -280,7 +297,12 @@ class LLMClient:
         try:
             request = self._openai.chat.completions.with_streaming_response.create(
                 model=self.config.model,
-                messages=list(messages),  # type: ignore[arg-type]
+                # The messages go in `extra_body`, whose values the SDK sends as given and lets take precedence over
+                # the method's (its documented contract). Passed as `messages`, each one is first walked against the
+                # SDK's TypedDict unions: 0.28 ms of event-loop CPU for a two-message prompt against 0.09 ms with
+                # none (measured here), spent on every question's way to its first token.
+                messages=[],
+                extra_body={"messages": list(messages)},
                 max_tokens=max_tokens or self.config.max_tokens,
                 temperature=temperature,
                 stream=True,

@@ -392,7 +392,7 @@ class TurnRunner:
         """Warm the token-count cache with what the prompt budget will count besides the passages. Never raises:
         a count that fails here is made (or estimated) again when the prompt is built."""
         with contextlib.suppress(Exception):
-            await self.llm.tokens.count_many(texts_to_count_early(question, history))
+            await self.llm.tokens.budget_counts(texts_to_count_early(question, history))
 
     async def _generate(self, turn: TurnInput, stop: asyncio.Event, outcome: TurnOutcome) -> AsyncGenerator[str, None]:
         started = time.monotonic()
@@ -461,7 +461,7 @@ class TurnRunner:
         settings = self.runtime.settings
         try:
             outcome.plan = await build_prompt(
-                turn.question, outcome.hits, turn.history, self.llm.tokens.count_many,
+                turn.question, outcome.hits, turn.history, self.llm.tokens.budget_counts,
                 context_window=settings.llm_context_window, answer_tokens=turn.policy.max_answer_tokens,
                 grounded=bool(outcome.hits),
             )

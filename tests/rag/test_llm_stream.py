@@ -120,3 +120,38 @@ async def test_a_refused_connection_is_unreachable_and_a_silent_server_is_slow()
     async with server:
         got, error = await _stream_from(port, timeout_s=0.5)
     assert got == ["Wash"] and isinstance(error, LLMTimeout)
+
+
+async def test_the_request_carries_the_messages_model_and_limits_as_given() -> None:
+    """The messages reach the server exactly as built (they travel in the SDK's extra body), once, beside the
+    model, the answer limit and the streaming flag; the Authorization header carries the configured key."""
+    received: dict[str, object] = {}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        length = next(int(line.split(":", 1)[1]) for line in head.split("\r\n") if line.lower().startswith("content-length:"))
+        received["head"] = head
+        received["body"] = json.loads(await reader.readexactly(length))
+        writer.write(_STREAM_HEAD + _chunk(_event("Wash")) + _chunk(_event(finish="stop")) + _chunk(b"data: [DONE]\n\n")
+                     + b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    messages = [{"role": "system", "content": "Answer from the sources only. <b>&amp;</b>"},
+                {"role": "user", "content": "How long should staff wash hands? ünïcode ✓"},
+                {"role": "assistant", "content": "Twenty seconds [1]."},
+                {"role": "user", "content": "And before surgery?"}]
+    client = LLMClient(LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model="clinic-model", api_key="k-123",
+                                 max_tokens=77))
+    async with server:
+        try:
+            got = [piece async for piece in client.stream_chat(messages, temperature=0.2)]
+        finally:
+            await client.close()
+    assert got[0] == "Wash"
+    assert received["body"] == {"model": "clinic-model", "messages": messages, "max_tokens": 77, "temperature": 0.2,
+                                "stream": True}
+    assert "POST /v1/chat/completions " in str(received["head"])
+    assert "authorization: bearer k-123" in str(received["head"]).lower()

@@ -55,3 +55,22 @@ async def test_a_server_that_is_down_gets_estimates_and_is_asked_again_later(llm
         assert counter.kind == "llamacpp"
     finally:
         await counter.close()
+
+
+async def test_the_budget_bounds_short_texts_by_their_bytes_and_counts_long_ones(llm_server: Any) -> None:
+    """A short text is budgeted at its UTF-8 length + 1 without a round trip, a bound never below the tokenizer's
+    own count (multi-byte characters included); a longer text is counted by the server."""
+    short = [*TEXTS, "Händehygiene: 40 Sekunden ✓", "手を40秒間洗う"]
+    long_text = "Staff must wash their hands for at least 40 seconds before and after patient contact. " * 4
+    assert all(len(text.encode()) <= 256 for text in short) and len(long_text.encode()) > 256
+    counter = TokenCounter(LLMConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m", connect_timeout_s=2.0))
+    try:
+        # Nothing listens there: short texts never need the server.
+        assert await counter.budget_counts(short) == [len(text.encode()) + 1 for text in short]
+        assert counter.kind == "unknown", "no tokenizer request was made"
+        await _point_at(counter, llm_server.base_url.rsplit("/v1", 1)[0])
+        counts = await counter.budget_counts([short[0], long_text, short[-1]])
+        assert counts[1] == _server_count(llm_server.base_url, long_text) and counter.kind == "llamacpp"
+        assert all(len(text.encode()) + 1 >= _server_count(llm_server.base_url, text) for text in short)
+    finally:
+        await counter.close()
