@@ -73,9 +73,13 @@ class Retriever:
             sparse = self.sparse_encoder.encode_query(query)
             hits = (await self.store.search(access, limit, sparse=sparse)).sparse
         else:
-            results = await self._both_lists(query, access, limit, query_vector)
             keep = top_k if self.reranker is None else max(self.rerank_candidates, top_k)
-            hits = fuse(results.dense, results.sparse, self.fusion, query, limit=keep)
+            dense_vector = query_vector if query_vector is not None else await self.embedder.aembed_query(query)
+            # The store ranks the candidates with this fusion and reads whole hits only for those kept.
+            hits = await self.store.search_ranked(
+                access, limit, dense_vector, self.sparse_encoder.encode_query(query),
+                lambda dense, sparse: fuse(dense, sparse, self.fusion, query, limit=keep),
+            )
         if self.reranker is not None:
             hits = await self.rerank(query, hits, top_k)
         return hits[:top_k]

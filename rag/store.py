@@ -7,7 +7,7 @@ Backends: ``store_edge.EdgeVectorStore`` (Qdrant's in-process engine, the embedd
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -51,6 +51,10 @@ class StoreSearchResults:
     sparse: list[SearchHit]
 
 
+# Orders the dense and sparse candidate lists into the hits to keep (fusion, for a hybrid search).
+Ranking = Callable[[list[SearchHit], list[SearchHit]], list[SearchHit]]
+
+
 class VectorStore(Protocol):
     async def ensure_ready(self) -> None: ...
     async def ping(self) -> None: ...
@@ -64,6 +68,18 @@ class VectorStore(Protocol):
         dense: npt.NDArray[np.float32] | None = None,
         sparse: SparseVector | None = None,
     ) -> StoreSearchResults: ...
+    async def search_ranked(
+        self,
+        access: AccessFilter,
+        limit: int,
+        dense: npt.NDArray[np.float32],
+        sparse: SparseVector,
+        rank: Ranking,
+    ) -> list[SearchHit]:
+        """`rank(dense_hits, sparse_hits)` of the `limit` best candidates of each kind, as full hits. `rank` sees
+        each candidate's `chunk_id` (a key unique to it) and `score`, and the best sparse candidate whole; a
+        backend may leave the other candidates' payload fields empty and read them only for the hits kept."""
+        ...
     async def delete_document(self, document_id: str, keep_version: int | None = None) -> None: ...
     async def delete_document_version(self, document_id: str, document_version: int) -> None: ...
     async def delete_chunks(self, chunks: Sequence[Chunk]) -> None: ...

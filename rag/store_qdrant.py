@@ -18,6 +18,7 @@ from rag.store import (
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
     SPARSE_VECTOR,
+    Ranking,
     StoreConfig,
     StoreSearchResults,
     check_upsert_shapes,
@@ -26,7 +27,7 @@ from rag.store import (
     point_id,
     require_access,
 )
-from rag.types import AccessFilter, Chunk, SparseVector
+from rag.types import AccessFilter, Chunk, SearchHit, SparseVector
 
 _UPSERT_BATCH = 256
 _SCROLL_PAGE = 1_000
@@ -124,6 +125,18 @@ class QdrantServerStore:
 
     async def optimize(self) -> None:
         """The server builds its indexes on its own."""
+
+    async def search_ranked(
+        self,
+        access: AccessFilter,
+        limit: int,
+        dense: npt.NDArray[np.float32],
+        sparse: SparseVector,
+        rank: Ranking,
+    ) -> list[SearchHit]:
+        """Both candidate lists with their payloads, ranked here (one round trip to the server)."""
+        results = await self.search(access, limit, dense=dense, sparse=sparse)
+        return rank(results.dense, results.sparse)
 
     async def search(
         self,

@@ -6,6 +6,7 @@ import pytest
 
 from rag.embed import Embedder
 from rag.errors import AccessFilterRequired
+from rag.fusion import fuse
 from rag.ingest import index_document
 from rag.retrieve import Retriever
 from rag.store import VectorStore
@@ -71,3 +72,37 @@ def test_access_filter_insists_on_frozensets() -> None:
         AccessFilter({"school"})  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         AccessFilter("school")  # type: ignore[arg-type]
+
+
+QUESTIONS = ["When is the nurses' shift handover?", "what clothes do pupils have to put on", "homework late penalty",
+             "When are visitors allowed on the ward and when are salaries paid?", "zebra"]
+
+
+@pytest.mark.parametrize("top_k", [1, 3, 10])
+async def test_a_hybrid_search_keeps_exactly_what_fusing_both_whole_lists_keeps(
+    retriever: Retriever, embedder: Embedder, top_k: int
+) -> None:
+    """The store ranks the candidates itself (Qdrant Edge reads the payloads of the kept hits only): the hits,
+    their order, scores and every payload field equal fusing both lists read whole."""
+    access = AccessFilter(frozenset({"school", "hospital"}), excluded_document_ids=frozenset({"uniform"}))
+    for question in QUESTIONS:
+        vector = await embedder.aembed_query(question)
+        whole = await retriever.store.search(access, retriever.candidates, dense=vector,
+                                             sparse=retriever.sparse_encoder.encode_query(question))
+        expected = fuse(whole.dense, whole.sparse, retriever.fusion, question, limit=top_k)
+        got = await retriever.search(question, access, top_k=top_k, query_vector=vector)
+        assert [(h.chunk_id, h.document_id, h.collection_id, h.document_version, h.ordinal, h.text, h.title, h.section,
+                 h.page) for h in got] == [
+            (h.chunk_id, h.document_id, h.collection_id, h.document_version, h.ordinal, h.text, h.title, h.section,
+             h.page) for h in expected], question
+        assert [h.score for h in got] == pytest.approx([h.score for h in expected]), question
+        assert {h.collection_id for h in got} <= {"school", "hospital"} and "uniform" not in {h.document_id for h in got}
+
+
+async def test_a_chunk_stored_in_two_versions_is_kept_once(retriever: Retriever, embedder: Embedder) -> None:
+    """Re-indexing writes the new version before the old one is dropped: a search in between keeps one of them."""
+    text = DOCUMENTS[("handover", "hospital")]
+    await index_document(text.encode(), "handover.txt", "handover", "hospital", 2, embedder, retriever.store)
+    hits = await retriever.search("When is the nurses' shift handover?", AccessFilter(frozenset({"hospital"})), top_k=10)
+    chunk_ids = [hit.chunk_id for hit in hits]
+    assert hits[0].document_id == "handover" and len(chunk_ids) == len(set(chunk_ids))

@@ -102,6 +102,10 @@ async def test_search_without_an_access_filter_is_an_error(small_store: VectorSt
         await small_store.search(None, 10, dense=dense[0])  # type: ignore[arg-type]
     with pytest.raises(AccessFilterRequired):
         await small_store.search({"policies"}, 10, dense=dense[0])  # type: ignore[arg-type]
+    for access in (None, {"policies"}):
+        with pytest.raises(AccessFilterRequired):
+            await small_store.search_ranked(access, 10, dense[0], ENCODER.encode_query("homework"),  # type: ignore[arg-type]
+                                            lambda d, s: [*d, *s])
 
 
 async def test_empty_access_set_returns_nothing_not_everything(small_store: VectorStore) -> None:
