@@ -37,8 +37,8 @@ class LLMConfig:
     connect_timeout_s: float = 5.0
     max_tokens: int = 512
     context_window: int = 8192
-    # The prompt budget counts a text of at most this many UTF-8 bytes as bytes + 1 tokens, without asking the
-    # server (see TokenCounter.budget_counts); 0 asks for every text.
+    # The prompt budget counts a text of at most this many UTF-8 bytes (and at most a 32nd of the context window)
+    # as bytes + 1 tokens, without asking the server (see TokenCounter.budget_counts); 0 asks for every text.
     bound_short_texts_bytes: int = 256
 
 
@@ -88,14 +88,15 @@ class TokenCounter:
 
     async def budget_counts(self, texts: Sequence[str]) -> list[int]:
         """Token counts for a prompt budget: `count_many`, except that a short text (at most
-        `bound_short_texts_bytes` UTF-8 bytes) is counted as its byte length + 1 without a round trip to the server.
+        `bound_short_texts_bytes` UTF-8 bytes, and at most a 32nd of the context window) is counted as its byte
+        length + 1 without a round trip to the server.
 
         That bound is never below the real count: byte-level BPE (GPT-2, Llama 3, Qwen, SmolLM2) and SentencePiece
         with byte fallback (Llama 2, Mistral) spend at least one byte of text on every token, and SentencePiece's
-        added word-start marker is the + 1. It over-counts by a few hundred tokens at most, a small share of any
-        context window; what it saves is a new question's one round trip to the tokenizer on its way to the first
-        token (its question is the only text of the prompt not yet counted)."""
-        limit = self._config.bound_short_texts_bytes
+        added word-start marker is the + 1. It over-counts a text by at most a 32nd of the window; what it saves is
+        a new question's one round trip to the tokenizer on its way to the first token (its question is the only
+        text of the prompt not yet counted)."""
+        limit = min(self._config.bound_short_texts_bytes, self._config.context_window // 32)
         sizes = [len(text.encode("utf-8")) for text in texts]
         counted = iter(await self.count_many([text for text, size in zip(texts, sizes, strict=True) if size > limit]))
         return [size + 1 if size <= limit else next(counted) for size in sizes]

@@ -74,3 +74,14 @@ async def test_the_budget_bounds_short_texts_by_their_bytes_and_counts_long_ones
         assert all(len(text.encode()) + 1 >= _server_count(llm_server.base_url, text) for text in short)
     finally:
         await counter.close()
+
+
+async def test_a_small_context_window_bounds_fewer_texts(llm_server: Any) -> None:
+    """The byte bound over-counts by at most a 32nd of the window: with 1,024 tokens only texts up to 32 bytes are
+    bounded; a longer one is counted by the server."""
+    counter = TokenCounter(LLMConfig(base_url=llm_server.base_url, model="m", context_window=1024))
+    text = "How long must staff wash their hands before patient contact?"  # 61 bytes
+    try:
+        assert await counter.budget_counts(["dose?", text]) == [6, _server_count(llm_server.base_url, text)]
+    finally:
+        await counter.close()
