@@ -48,10 +48,14 @@ class Retriever:
             "hybrid": fuse(results.dense, results.sparse, self.fusion, query),
         }
 
+    async def _query_vector(self, query: str, given: Vectors | None) -> Vectors:
+        """The query's embedding: `given` when the caller computed it ahead of time."""
+        return given if given is not None else await self.embedder.aembed_query(query)
+
     async def _both_lists(
         self, query: str, access: AccessFilter, limit: int, query_vector: Vectors | None
     ) -> StoreSearchResults:
-        dense_vector = query_vector if query_vector is not None else await self.embedder.aembed_query(query)
+        dense_vector = await self._query_vector(query, query_vector)
         sparse_vector = self.sparse_encoder.encode_query(query)
         return await self.store.search(access, limit, dense=dense_vector, sparse=sparse_vector)
 
@@ -67,14 +71,14 @@ class Retriever:
         # Fusion and reranking need a deep candidate list; a single mode without a reranker does not.
         limit = max(self.candidates, top_k) if mode == "hybrid" or self.reranker is not None else top_k
         if mode == "dense":
-            vector = query_vector if query_vector is not None else await self.embedder.aembed_query(query)
+            vector = await self._query_vector(query, query_vector)
             hits = (await self.store.search(access, limit, dense=vector)).dense
         elif mode == "sparse":
             sparse = self.sparse_encoder.encode_query(query)
             hits = (await self.store.search(access, limit, sparse=sparse)).sparse
         else:
             keep = top_k if self.reranker is None else max(self.rerank_candidates, top_k)
-            dense_vector = query_vector if query_vector is not None else await self.embedder.aembed_query(query)
+            dense_vector = await self._query_vector(query, query_vector)
             # The store ranks the candidates with this fusion and reads whole hits only for those kept.
             hits = await self.store.search_ranked(
                 access, limit, dense_vector, self.sparse_encoder.encode_query(query),

@@ -396,8 +396,9 @@ class TurnRunner:
 
     async def _generate(self, turn: TurnInput, stop: asyncio.Event, outcome: TurnOutcome) -> AsyncGenerator[str, None]:
         started = time.monotonic()
-        # Count the question's tokens (a round trip to the model server) while the passages are searched: the
-        # prompt budget then finds the count cached.
+        # Count what the prompt budget will count besides the passages while they are searched (a short question
+        # is bounded by its bytes; a longer one, or new history, is a round trip to the model server): the budget
+        # then finds the counts cached.
         counting = asyncio.create_task(self.count_prompt_frame(turn.question, turn.history))
         counting.add_done_callback(consume_exception)
         try:
