@@ -13,7 +13,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
-from sqlalchemy import literal, or_, select, union_all
+from sqlalchemy import Table, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,8 @@ from portal.principal import Principal
 from rag.types import AccessFilter
 
 ADMIN_ROLE = "admin"
+_COLLECTION_ACCESS: Table = CollectionAccess.__table__  # type: ignore[assignment]
+_DOCUMENTS: Table = Document.__table__  # type: ignore[assignment]
 
 
 # Who the request is ---------------------------------------------------------------------------------------
@@ -114,14 +116,16 @@ def retrieval_filter_in_unit(session: Session, principal: Principal, now: dateti
     role_list = sorted(set(principal.roles))
     if not role_list:
         return AccessFilter(collection_ids=frozenset(), excluded_document_ids=frozenset())
-    readable = select(CollectionAccess.collection_id).where(CollectionAccess.role.in_(role_list))
+    # Table columns, not mapped attributes: the ORM's compile and loading steps cost about 0.25 ms per statement.
+    grants, documents = _COLLECTION_ACCESS.c, _DOCUMENTS.c
+    readable = select(grants.collection_id).where(grants.role.in_(role_list))
     rows = session.execute(
         union_all(
-            select(literal("collection").label("kind"), CollectionAccess.collection_id.label("id")).where(
-                CollectionAccess.role.in_(role_list)
+            select(literal("collection").label("kind"), grants.collection_id.label("id")).where(
+                grants.role.in_(role_list)
             ),
-            select(literal("expired").label("kind"), Document.id.label("id")).where(
-                Document.collection_id.in_(readable), Document.expires_at.is_not(None), Document.expires_at <= now
+            select(literal("expired").label("kind"), documents.id.label("id")).where(
+                documents.collection_id.in_(readable), documents.expires_at.is_not(None), documents.expires_at <= now
             ),
         )
     )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -18,6 +18,7 @@ from portal.audit import AuditContext, append_audit
 from portal.auth.services import AuthServices
 from portal.auth.session_store import (
     SESSION_COLUMNS,
+    SESSIONS,
     DatabaseSessionStore,
     SessionRecord,
     hash_session_id,
@@ -25,7 +26,7 @@ from portal.auth.session_store import (
 )
 from portal.clock import Clock
 from portal.db.engine import run_unit, transaction
-from portal.db.models import RoleAssignment, User, UserSession
+from portal.db.models import RoleAssignment, User
 from portal.principal import Principal
 
 # Writing last_seen on every request would serialise SQLite writers; a minute of idle precision is plenty.
@@ -60,7 +61,10 @@ class _UserFacts:
     roles: frozenset[str]
 
 
-_FACT_COLUMNS = (User.display_name, User.email, User.status, RoleAssignment.role)
+_USERS: Table = User.__table__  # type: ignore[assignment]
+_ROLES: Table = RoleAssignment.__table__  # type: ignore[assignment]
+# Table columns (see SESSION_COLUMNS): this runs on every signed-in request.
+_FACT_COLUMNS = (_USERS.c.display_name, _USERS.c.email, _USERS.c.status, _ROLES.c.role)
 
 
 def _facts_from_rows(rows: Sequence[Any]) -> _UserFacts:
@@ -76,7 +80,9 @@ async def _user_facts(session: AsyncSession, user_id: str) -> _UserFacts:
     # One plain-column query (a row per role), not ORM objects: this runs on every signed-in request.
     rows = (
         await session.execute(
-            select(*_FACT_COLUMNS).outerjoin(RoleAssignment, RoleAssignment.user_id == User.id).where(User.id == user_id)
+            select(*_FACT_COLUMNS)
+            .select_from(_USERS.outerjoin(_ROLES, _ROLES.c.user_id == _USERS.c.id))
+            .where(_USERS.c.id == user_id)
         )
     ).all()
     return _facts_from_rows(rows)
@@ -86,9 +92,9 @@ def _session_and_facts(session: Session, id_hash: str) -> tuple[SessionRecord | 
     """The session row and its person in one query (every signed-in request pays for this)."""
     rows = session.execute(
         select(*SESSION_COLUMNS, *_FACT_COLUMNS)
-        .outerjoin(User, User.id == UserSession.user_id)
-        .outerjoin(RoleAssignment, RoleAssignment.user_id == User.id)
-        .where(UserSession.id_hash == id_hash)
+        .select_from(SESSIONS.outerjoin(_USERS, _USERS.c.id == SESSIONS.c.user_id)
+                     .outerjoin(_ROLES, _ROLES.c.user_id == _USERS.c.id))
+        .where(SESSIONS.c.id_hash == id_hash)
     ).all()
     record = record_from_row(rows[0]) if rows else None
     if record is None:

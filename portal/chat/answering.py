@@ -357,15 +357,16 @@ class ChatService:
         same unit of work where shared state lives in the database. False: not theirs, or not pending (any more)."""
         db_state = self.state if isinstance(self.state, DatabaseState) else None
         live_ttl = self.runner.live_ttl
-        owned = select(Conversation.id).where(Conversation.user_id == user_id)
+        # Table columns, not mapped attributes: an ORM UPDATE's extra steps cost about 0.25 ms here.
+        messages, conversations = _MESSAGES.c, _CONVERSATIONS.c
+        owned = select(conversations.id).where(conversations.user_id == user_id)
 
         def claim(session: Session) -> bool:
             claimed = session.execute(
-                update(Message)
-                .where(Message.id == answer_id, Message.role == "assistant", Message.status == "pending",
-                       Message.conversation_id.in_(owned))
+                update(_MESSAGES)
+                .where(messages.id == answer_id, messages.role == "assistant", messages.status == "pending",
+                       messages.conversation_id.in_(owned))
                 .values(status="streaming")
-                .execution_options(synchronize_session=False)
             )
             won = claimed.rowcount == 1  # type: ignore[attr-defined]
             if db_state is not None and won:

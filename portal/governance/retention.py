@@ -11,9 +11,10 @@ The rule (also in the README's privacy officer section):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,8 +38,19 @@ class RetentionDecision:
         return self.days == 0
 
 
+class RolePolicy(Protocol):
+    """What the rule reads of a role's policy: a RetentionPolicy, or a row of its columns."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def conversation_days(self) -> int: ...
+    @property
+    def overrides_shorter(self) -> bool: ...
+
+
 def decide_retention(
-    policies: dict[str, RetentionPolicy], roles: Iterable[str], default_days: int = DEFAULT_RETENTION_DAYS
+    policies: Mapping[str, RolePolicy], roles: Iterable[str], default_days: int = DEFAULT_RETENTION_DAYS
 ) -> RetentionDecision:
     """The rule above on already-loaded policies (the purge decides for many people with one query)."""
     role_list = sorted(set(roles))
