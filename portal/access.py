@@ -13,7 +13,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
-from sqlalchemy import Table, literal, or_, select, union_all
+from sqlalchemy import BindParameter, CompoundSelect, Table, bindparam, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,25 @@ from rag.types import AccessFilter
 ADMIN_ROLE = "admin"
 _COLLECTION_ACCESS: Table = CollectionAccess.__table__  # type: ignore[assignment]
 _DOCUMENTS: Table = Document.__table__  # type: ignore[assignment]
+
+
+def _readable_and_expired() -> CompoundSelect:
+    """The retrieval filter's one query: the collections the roles may read, and the expired documents in them.
+
+    Built once, on table columns: the ORM's compile and loading steps cost about 0.25 ms per statement, and
+    building the statement and its cache key on every question about 0.17 ms more."""
+    grants, documents = _COLLECTION_ACCESS.c, _DOCUMENTS.c
+    roles: BindParameter[str] = bindparam("filter_roles", expanding=True)
+    return union_all(
+        select(literal("collection").label("kind"), grants.collection_id.label("id")).where(grants.role.in_(roles)),
+        select(literal("expired").label("kind"), documents.id.label("id")).where(
+            documents.collection_id.in_(select(grants.collection_id).where(grants.role.in_(roles))),
+            documents.expires_at.is_not(None), documents.expires_at <= bindparam("filter_now"),
+        ),
+    )
+
+
+_READABLE_AND_EXPIRED = _readable_and_expired()
 
 
 # Who the request is ---------------------------------------------------------------------------------------
@@ -116,19 +135,7 @@ def retrieval_filter_in_unit(session: Session, principal: Principal, now: dateti
     role_list = sorted(set(principal.roles))
     if not role_list:
         return AccessFilter(collection_ids=frozenset(), excluded_document_ids=frozenset())
-    # Table columns, not mapped attributes: the ORM's compile and loading steps cost about 0.25 ms per statement.
-    grants, documents = _COLLECTION_ACCESS.c, _DOCUMENTS.c
-    readable = select(grants.collection_id).where(grants.role.in_(role_list))
-    rows = session.execute(
-        union_all(
-            select(literal("collection").label("kind"), grants.collection_id.label("id")).where(
-                grants.role.in_(role_list)
-            ),
-            select(literal("expired").label("kind"), documents.id.label("id")).where(
-                documents.collection_id.in_(readable), documents.expires_at.is_not(None), documents.expires_at <= now
-            ),
-        )
-    )
+    rows = session.execute(_READABLE_AND_EXPIRED, {"filter_roles": role_list, "filter_now": now})
     found: dict[str, set[str]] = {"collection": set(), "expired": set()}
     for kind, item_id in rows.tuples():
         found[kind].add(item_id)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -107,12 +107,18 @@ def _lock_head_sync(session: Session) -> AuditChainHead:
 _lock_head = on_async_session(_lock_head_sync)
 
 
+# Built once: building a statement and its cache key on every append cost about as much as running it.
+_READ_HEAD = select(_HEAD.c.last_seq, _HEAD.c.last_hash).where(_HEAD.c.id == CHAIN_ID)
+_LOCK_HEAD = _READ_HEAD.with_for_update()
+_INSERT_EVENT = insert(_EVENTS)
+_MOVE_HEAD = (update(_HEAD).where(_HEAD.c.id == CHAIN_ID)
+              .values(last_seq=bindparam("new_last_seq"), last_hash=bindparam("new_last_hash")))
+
+
 def _head_row_sync(session: Session) -> tuple[int, str]:
     """The chain head's last seq and hash, the row locked for this transaction (created when missing)."""
-    stmt = select(_HEAD.c.last_seq, _HEAD.c.last_hash).where(_HEAD.c.id == CHAIN_ID)
-    if session.bind is not None and session.bind.dialect.name != "sqlite":
-        stmt = stmt.with_for_update()
-    row = session.execute(stmt).one_or_none()
+    locks = session.bind is not None and session.bind.dialect.name != "sqlite"
+    row = session.execute(_LOCK_HEAD if locks else _READ_HEAD).one_or_none()
     if row is None:
         _lock_head_sync(session)
         return 0, GENESIS_HASH
@@ -157,8 +163,8 @@ def append_audit_sync(
         "prev_hash": last_hash,
     }
     record["hash"] = digest = record_hash(**record)
-    session.execute(insert(_EVENTS), record)
-    session.execute(update(_HEAD).where(_HEAD.c.id == CHAIN_ID).values(last_seq=record["seq"], last_hash=digest))
+    session.execute(_INSERT_EVENT, record)
+    session.execute(_MOVE_HEAD, {"new_last_seq": record["seq"], "new_last_hash": digest})
 
 
 append_audit = on_async_session(append_audit_sync)

