@@ -41,6 +41,13 @@ _DOCUMENTS: Table = Document.__table__  # type: ignore[assignment]
 # Built once, on table columns (the ORM's steps, and building a statement per question, cost more than running it).
 _CURRENT_VERSIONS = (select(_DOCUMENTS.c.id, _DOCUMENTS.c.version)
                      .where(_DOCUMENTS.c.id.in_(bindparam("version_document_ids", expanding=True))))
+_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+_CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
+# The answer's save: the columns set come from the execution's parameters (content, status, error, model, token
+# counts, finished_at), the row from the bound id.
+_SAVE_ANSWER = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("saved_answer_id"))
+_INSERT_CITATIONS = insert(_CITATIONS)
+_TOUCH_CONVERSATION = update(_CONVERSATIONS).where(_CONVERSATIONS.c.id == bindparam("touched_conversation_id"))
 
 NO_PASSAGES = (
     "I could not find anything about this in the documents you have access to, so I have not asked the model. "
@@ -533,27 +540,23 @@ class TurnRunner:
         # Statements only, no reads first: on SQLite this unit of work holds the one write lock.
         def save(session: Session) -> None:
             if not turn.ephemeral:
-                saved = session.execute(
-                    update(Message)
-                    .where(Message.id == turn.answer_id)
-                    .values(content=outcome.content, status=outcome.status, error=outcome.error, model=outcome.model,
-                            prompt_tokens=outcome.usage.prompt_tokens or (outcome.plan.prompt_tokens if outcome.plan else 0),
-                            completion_tokens=outcome.usage.completion_tokens, finished_at=now)
-                    .execution_options(synchronize_session=False)
-                )
+                saved = session.execute(_SAVE_ANSWER, {
+                    "saved_answer_id": turn.answer_id, "content": outcome.content, "status": outcome.status,
+                    "error": outcome.error, "model": outcome.model,
+                    "prompt_tokens": outcome.usage.prompt_tokens or (outcome.plan.prompt_tokens if outcome.plan else 0),
+                    "completion_tokens": outcome.usage.completion_tokens, "finished_at": now,
+                })
                 if saved.rowcount == 1:  # type: ignore[attr-defined] # 0: the conversation was deleted meanwhile
                     if sources:
-                        session.execute(insert(_CITATIONS), [
+                        session.execute(_INSERT_CITATIONS, [
                             {"message_id": turn.answer_id, "ordinal": s.number, "chunk_id": s.chunk_id,
                              "document_id": s.document_id, "collection_id": hit.collection_id, "score": hit.score,
                              "cited": s.cited}
                             for s, hit in zip(sources, passages, strict=True)
                         ])
                     if turn.conversation_id is not None:
-                        session.execute(
-                            update(Conversation).where(Conversation.id == turn.conversation_id).values(updated_at=now)
-                            .execution_options(synchronize_session=False)
-                        )
+                        session.execute(_TOUCH_CONVERSATION, {"touched_conversation_id": turn.conversation_id,
+                                                              "updated_at": now})
             append_audit_sync(
                 session, at=now, action="chat.answer", context=turn.context,
                 object_type="ephemeral_turn" if turn.ephemeral else "message",
