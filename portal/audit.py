@@ -9,17 +9,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from portal.db.engine import on_async_session
 from portal.db.models import AuditChainHead, AuditEvent
+from portal.db.tables import AUDIT_CHAIN_HEAD, AUDIT_EVENTS
 
 GENESIS_HASH = "0" * 64
 CHAIN_ID = 1
-_EVENTS: Table = AuditEvent.__table__  # type: ignore[assignment]
-_HEAD: Table = AuditChainHead.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -108,10 +107,10 @@ _lock_head = on_async_session(_lock_head_sync)
 
 
 # Built once: building a statement and its cache key on every append cost about as much as running it.
-_READ_HEAD = select(_HEAD.c.last_seq, _HEAD.c.last_hash).where(_HEAD.c.id == CHAIN_ID)
+_READ_HEAD = select(AUDIT_CHAIN_HEAD.c.last_seq, AUDIT_CHAIN_HEAD.c.last_hash).where(AUDIT_CHAIN_HEAD.c.id == CHAIN_ID)
 _LOCK_HEAD = _READ_HEAD.with_for_update()
-_INSERT_EVENT = insert(_EVENTS)
-_MOVE_HEAD = (update(_HEAD).where(_HEAD.c.id == CHAIN_ID)
+_INSERT_EVENT = insert(AUDIT_EVENTS)
+_MOVE_HEAD = (update(AUDIT_CHAIN_HEAD).where(AUDIT_CHAIN_HEAD.c.id == CHAIN_ID)
               .values(last_seq=bindparam("new_last_seq"), last_hash=bindparam("new_last_hash")))
 
 

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.clock import Clock
 from portal.db.engine import transaction
 from portal.db.models import KeyValue, UserSession
+from portal.db.tables import USER_SESSIONS
 
 
 def hash_session_id(session_id: str) -> str:
@@ -80,18 +81,17 @@ class KeyValueStore(Protocol):
 # Database backend -------------------------------------------------------------------------------------------
 
 
-SESSIONS: Table = UserSession.__table__  # type: ignore[assignment]
 # The columns a SessionRecord is made of, for queries that read them beside others (see portal.auth.sessions). Table
 # columns, not the mapped attributes: a select of mapped attributes runs through the ORM's compile and loading
 # steps, which cost about 0.25 ms per statement here (every signed-in request reads these).
 SESSION_COLUMNS = (
-    SESSIONS.c.id_hash,
-    SESSIONS.c.user_id,
-    SESSIONS.c.provider,
-    SESSIONS.c.created_at,
-    SESSIONS.c.last_seen_at,
-    SESSIONS.c.absolute_expires_at,
-    SESSIONS.c.data,
+    USER_SESSIONS.c.id_hash,
+    USER_SESSIONS.c.user_id,
+    USER_SESSIONS.c.provider,
+    USER_SESSIONS.c.created_at,
+    USER_SESSIONS.c.last_seen_at,
+    USER_SESSIONS.c.absolute_expires_at,
+    USER_SESSIONS.c.data,
 )
 
 
@@ -134,7 +134,7 @@ class DatabaseSessionStore:
 
     @staticmethod
     async def get_in(session: AsyncSession, id_hash: str) -> SessionRecord | None:
-        row = (await session.execute(select(*SESSION_COLUMNS).where(SESSIONS.c.id_hash == id_hash))).first()
+        row = (await session.execute(select(*SESSION_COLUMNS).where(USER_SESSIONS.c.id_hash == id_hash))).first()
         return record_from_row(row) if row is not None else None
 
     async def touch(self, id_hash: str, at: datetime) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,6 @@ from portal.audit import AuditContext, append_audit
 from portal.auth.services import AuthServices
 from portal.auth.session_store import (
     SESSION_COLUMNS,
-    SESSIONS,
     DatabaseSessionStore,
     SessionRecord,
     hash_session_id,
@@ -26,7 +25,7 @@ from portal.auth.session_store import (
 )
 from portal.clock import Clock
 from portal.db.engine import run_unit, transaction
-from portal.db.models import RoleAssignment, User
+from portal.db.tables import ROLE_ASSIGNMENTS, USER_SESSIONS, USERS
 from portal.principal import Principal
 
 # Writing last_seen on every request would serialise SQLite writers; a minute of idle precision is plenty.
@@ -61,10 +60,8 @@ class _UserFacts:
     roles: frozenset[str]
 
 
-_USERS: Table = User.__table__  # type: ignore[assignment]
-_ROLES: Table = RoleAssignment.__table__  # type: ignore[assignment]
 # Table columns (see SESSION_COLUMNS): this runs on every signed-in request.
-_FACT_COLUMNS = (_USERS.c.display_name, _USERS.c.email, _USERS.c.status, _ROLES.c.role)
+_FACT_COLUMNS = (USERS.c.display_name, USERS.c.email, USERS.c.status, ROLE_ASSIGNMENTS.c.role)
 
 
 def _facts_from_rows(rows: Sequence[Any]) -> _UserFacts:
@@ -78,13 +75,13 @@ def _facts_from_rows(rows: Sequence[Any]) -> _UserFacts:
 
 # Built once: building a statement (and its cache key) on every request cost more than running it (170 against
 # 110 microseconds for the session's query, measured through the SQLite twin).
-_USER_FACTS = (select(*_FACT_COLUMNS).select_from(_USERS.outerjoin(_ROLES, _ROLES.c.user_id == _USERS.c.id))
-               .where(_USERS.c.id == bindparam("facts_user_id")))
+_USER_FACTS = (select(*_FACT_COLUMNS).select_from(USERS.outerjoin(ROLE_ASSIGNMENTS, ROLE_ASSIGNMENTS.c.user_id == USERS.c.id))
+               .where(USERS.c.id == bindparam("facts_user_id")))
 _SESSION_AND_FACTS = (
     select(*SESSION_COLUMNS, *_FACT_COLUMNS)
-    .select_from(SESSIONS.outerjoin(_USERS, _USERS.c.id == SESSIONS.c.user_id)
-                 .outerjoin(_ROLES, _ROLES.c.user_id == _USERS.c.id))
-    .where(SESSIONS.c.id_hash == bindparam("session_id_hash"))
+    .select_from(USER_SESSIONS.outerjoin(USERS, USERS.c.id == USER_SESSIONS.c.user_id)
+                 .outerjoin(ROLE_ASSIGNMENTS, ROLE_ASSIGNMENTS.c.user_id == USERS.c.id))
+    .where(USER_SESSIONS.c.id_hash == bindparam("session_id_hash"))
 )
 
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -45,7 +45,8 @@ from portal.chat.turns import (
 from portal.chat.views import AnswerView, ReadableDocuments, stored_answer_view
 from portal.db.base import new_id
 from portal.db.engine import on_async_session, run_unit, transaction
-from portal.db.models import Citation, Conversation, Message
+from portal.db.models import Citation, Message
+from portal.db.tables import CONVERSATIONS, MESSAGES
 from portal.principal import Principal
 from portal.runtime import Runtime
 from rag.llm import LLMClient
@@ -56,19 +57,17 @@ MAX_QUESTION_CHARS = 4000
 HISTORY_TURNS = 12  # the most recent turns offered to the prompt budget
 EPHEMERAL_PREFIX = "z-"
 EPHEMERAL_TTL = timedelta(minutes=10)
-_CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
-_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 # The statements on every question's way to its first token are built once, on table columns: the ORM's steps cost
 # about 0.25 ms per statement, and building a statement and its cache key per question about 0.17 ms more.
-_INSERT_CONVERSATION = insert(_CONVERSATIONS)
-_INSERT_MESSAGES = insert(_MESSAGES)
+_INSERT_CONVERSATION = insert(CONVERSATIONS)
+_INSERT_MESSAGES = insert(MESSAGES)
 # A person's own pending answer becomes theirs to write (see `_claim_pending`).
 _CLAIM = (
-    update(_MESSAGES)
-    .where(_MESSAGES.c.id == bindparam("claim_answer_id"), _MESSAGES.c.role == "assistant",
-           _MESSAGES.c.status == "pending",
-           _MESSAGES.c.conversation_id.in_(select(_CONVERSATIONS.c.id)
-                                           .where(_CONVERSATIONS.c.user_id == bindparam("claim_user_id"))))
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("claim_answer_id"), MESSAGES.c.role == "assistant",
+           MESSAGES.c.status == "pending",
+           MESSAGES.c.conversation_id.in_(select(CONVERSATIONS.c.id)
+                                           .where(CONVERSATIONS.c.user_id == bindparam("claim_user_id"))))
     .values(status="streaming")
 )
 
@@ -303,8 +302,8 @@ class ChatService:
         else:
             conversation_id = new_id()
             session.execute(_INSERT_CONVERSATION, {"id": conversation_id, "user_id": principal.user_id,
-                                                     "title": title_from_question(question), "created_at": now,
-                                                     "updated_at": now})
+                                                   "title": title_from_question(question), "created_at": now,
+                                                   "updated_at": now})
             asked_at = now
         turn = _NewTurn(conversation_id, new_id(), new_id(), asked_at + timedelta(microseconds=1))
         session.execute(_INSERT_MESSAGES, [

@@ -5,20 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from portal.db.engine import on_async_session
-from portal.db.models import RetentionPolicy
+from portal.db.tables import RETENTION_POLICIES
 from portal.governance.retention import decide_retention
 from portal.principal import Principal
 from portal.settings import Settings
 
 RATE_WINDOW = timedelta(minutes=1)
-_POLICIES: Table = RetentionPolicy.__table__  # type: ignore[assignment]
-_POLICY_COLUMNS = (_POLICIES.c.role, _POLICIES.c.conversation_days, _POLICIES.c.overrides_shorter,
-                   _POLICIES.c.allow_general_answers)
-_ROLE_POLICIES = select(*_POLICY_COLUMNS).where(_POLICIES.c.role.in_(bindparam("policy_roles", expanding=True)))
+_POLICY_COLUMNS = (RETENTION_POLICIES.c.role, RETENTION_POLICIES.c.conversation_days, RETENTION_POLICIES.c.overrides_shorter,
+                   RETENTION_POLICIES.c.allow_general_answers)
+_ROLE_POLICIES = select(*_POLICY_COLUMNS).where(RETENTION_POLICIES.c.role.in_(bindparam("policy_roles", expanding=True)))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from portal.audit import AuditContext, append_audit_sync
@@ -23,7 +23,7 @@ from portal.chat.policy import ChatPolicy
 from portal.chat.shared_state import SharedState
 from portal.chat.views import AnswerView, SourceView, excerpt_of, where_text
 from portal.db.engine import run_unit
-from portal.db.models import Citation, Conversation, Document, Message
+from portal.db.tables import CITATIONS, CONVERSATIONS, DOCUMENTS, MESSAGES
 from portal.logging import get_logger
 from portal.metrics import LLM_TOKENS, RETRIEVAL_LATENCY, TIME_TO_FIRST_TOKEN, TOKENS_PER_SECOND
 from portal.principal import Principal
@@ -36,18 +36,14 @@ from rag.types import AccessFilter, SearchHit
 
 log = get_logger(__name__)
 T = TypeVar("T")
-_CITATIONS: Table = Citation.__table__  # type: ignore[assignment]
-_DOCUMENTS: Table = Document.__table__  # type: ignore[assignment]
 # Built once, on table columns (the ORM's steps, and building a statement per question, cost more than running it).
-_CURRENT_VERSIONS = (select(_DOCUMENTS.c.id, _DOCUMENTS.c.version)
-                     .where(_DOCUMENTS.c.id.in_(bindparam("version_document_ids", expanding=True))))
-_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
-_CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
+_CURRENT_VERSIONS = (select(DOCUMENTS.c.id, DOCUMENTS.c.version)
+                     .where(DOCUMENTS.c.id.in_(bindparam("version_document_ids", expanding=True))))
 # The answer's save: the columns set come from the execution's parameters (content, status, error, model, token
 # counts, finished_at), the row from the bound id.
-_SAVE_ANSWER = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("saved_answer_id"))
-_INSERT_CITATIONS = insert(_CITATIONS)
-_TOUCH_CONVERSATION = update(_CONVERSATIONS).where(_CONVERSATIONS.c.id == bindparam("touched_conversation_id"))
+_SAVE_ANSWER = update(MESSAGES).where(MESSAGES.c.id == bindparam("saved_answer_id"))
+_INSERT_CITATIONS = insert(CITATIONS)
+_TOUCH_CONVERSATION = update(CONVERSATIONS).where(CONVERSATIONS.c.id == bindparam("touched_conversation_id"))
 
 NO_PASSAGES = (
     "I could not find anything about this in the documents you have access to, so I have not asked the model. "
