@@ -67,7 +67,7 @@ _CLAIM = (
     .where(MESSAGES.c.id == bindparam("claim_answer_id"), MESSAGES.c.role == "assistant",
            MESSAGES.c.status == "pending",
            MESSAGES.c.conversation_id.in_(select(CONVERSATIONS.c.id)
-                                           .where(CONVERSATIONS.c.user_id == bindparam("claim_user_id"))))
+                                          .where(CONVERSATIONS.c.user_id == bindparam("claim_user_id"))))
     .values(status="streaming")
 )
 
