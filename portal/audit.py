@@ -106,8 +106,9 @@ def _lock_head_sync(session: Session) -> AuditChainHead:
 _lock_head = on_async_session(_lock_head_sync)
 
 
-# Built once: building a statement and its cache key on every append cost about as much as running it.
-_READ_HEAD = select(AUDIT_CHAIN_HEAD.c.last_seq, AUDIT_CHAIN_HEAD.c.last_hash).where(AUDIT_CHAIN_HEAD.c.id == CHAIN_ID)
+# Built once, on table columns (see portal.db.tables): every question appends a record.
+_READ_HEAD = (select(AUDIT_CHAIN_HEAD.c.last_seq, AUDIT_CHAIN_HEAD.c.last_hash)
+              .where(AUDIT_CHAIN_HEAD.c.id == CHAIN_ID))
 _LOCK_HEAD = _READ_HEAD.with_for_update()
 _INSERT_EVENT = insert(AUDIT_EVENTS)
 _MOVE_HEAD = (update(AUDIT_CHAIN_HEAD).where(AUDIT_CHAIN_HEAD.c.id == CHAIN_ID)

@@ -81,9 +81,8 @@ class KeyValueStore(Protocol):
 # Database backend -------------------------------------------------------------------------------------------
 
 
-# The columns a SessionRecord is made of, for queries that read them beside others (see portal.auth.sessions). Table
-# columns, not the mapped attributes: a select of mapped attributes runs through the ORM's compile and loading
-# steps, which cost about 0.25 ms per statement here (every signed-in request reads these).
+# The columns a SessionRecord is made of, for queries that read them beside others (see portal.auth.sessions); table
+# columns, not mapped attributes, as every signed-in request reads them (see portal.db.tables).
 SESSION_COLUMNS = (
     USER_SESSIONS.c.id_hash,
     USER_SESSIONS.c.user_id,

@@ -57,8 +57,7 @@ MAX_QUESTION_CHARS = 4000
 HISTORY_TURNS = 12  # the most recent turns offered to the prompt budget
 EPHEMERAL_PREFIX = "z-"
 EPHEMERAL_TTL = timedelta(minutes=10)
-# The statements on every question's way to its first token are built once, on table columns: the ORM's steps cost
-# about 0.25 ms per statement, and building a statement and its cache key per question about 0.17 ms more.
+# The statements on every question's way to its first token are built once, on table columns (see portal.db.tables).
 _INSERT_CONVERSATION = insert(CONVERSATIONS)
 _INSERT_MESSAGES = insert(MESSAGES)
 # A person's own pending answer becomes theirs to write (see `_claim_pending`).

@@ -15,9 +15,11 @@ from portal.principal import Principal
 from portal.settings import Settings
 
 RATE_WINDOW = timedelta(minutes=1)
-_POLICY_COLUMNS = (RETENTION_POLICIES.c.role, RETENTION_POLICIES.c.conversation_days, RETENTION_POLICIES.c.overrides_shorter,
-                   RETENTION_POLICIES.c.allow_general_answers)
-_ROLE_POLICIES = select(*_POLICY_COLUMNS).where(RETENTION_POLICIES.c.role.in_(bindparam("policy_roles", expanding=True)))
+# What decide_retention and general answers read of the role policies, built once (see portal.db.tables).
+_ROLE_POLICIES = select(
+    RETENTION_POLICIES.c.role, RETENTION_POLICIES.c.conversation_days, RETENTION_POLICIES.c.overrides_shorter,
+    RETENTION_POLICIES.c.allow_general_answers,
+).where(RETENTION_POLICIES.c.role.in_(bindparam("policy_roles", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,7 @@ def _most_generous(per_role: dict[str, int], roles: frozenset[str], default: int
 def chat_policy_in_unit(session: Session, settings: Settings, principal: Principal) -> ChatPolicy:
     """What chat allows this person (their roles' policies, one query); `chat_policy` for an async session."""
     roles = principal.roles
-    # One query for the role policies: they decide both general answers and retention (table columns, not
-    # RetentionPolicy objects: the ORM's loading cost about 0.25 ms on every question's path).
+    # One query for the role policies: they decide both general answers and retention.
     policies = (
         {p.role: p for p in session.execute(_ROLE_POLICIES, {"policy_roles": sorted(roles)})}
         if roles

@@ -36,7 +36,7 @@ from rag.types import AccessFilter, SearchHit
 
 log = get_logger(__name__)
 T = TypeVar("T")
-# Built once, on table columns (the ORM's steps, and building a statement per question, cost more than running it).
+# Built once, on table columns (see portal.db.tables).
 _CURRENT_VERSIONS = (select(DOCUMENTS.c.id, DOCUMENTS.c.version)
                      .where(DOCUMENTS.c.id.in_(bindparam("version_document_ids", expanding=True))))
 # The answer's save: the columns set come from the execution's parameters (content, status, error, model, token
