@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     chat_role_max_answer_tokens: dict[str, int] = Field(default_factory=dict)  # default: llm_max_tokens
     chat_general_answer_roles: list[str] = Field(default_factory=list)  # may get answers when no passage matched
     chat_stream_sync_s: float = Field(default=1.0, gt=0)  # how often streams check for Stop and renew heartbeats
+    # The process that saves a question asks the model at once and keeps the answer's first tokens for the page's
+    # stream for this long (0: the model is asked only when the stream opens). A stream served by another process
+    # asks the model itself and this early answer is cancelled when its time is up (see docs/chat.md).
+    chat_answer_head_start_s: float = Field(default=3.0, ge=0, le=60)
 
     oidc_providers: list[OIDCProviderSettings] = Field(default_factory=list)
     embedded_idp: bool = True  # start the local test identity provider with sample people

@@ -263,14 +263,14 @@ class ChatService:
             return AskResult(answer_id=token, conversation_id=None, ephemeral=True)
         # While the page opens the answer's stream, work out what the answer needs (a head start for this process;
         # a stream served elsewhere works it out itself).
-        self.runner.prepared.start(turn.answer_id, self._prepare(principal, question, turn.conversation_id,
-                                                                 saved.policy, saved.history, searching),
+        self.runner.prepared.start(turn.answer_id, self._prepare(principal, question, turn, context, saved.policy,
+                                                                 saved.history, searching),
                                    name=f"chat-prepare-{turn.answer_id}")
         return AskResult(answer_id=turn.answer_id, conversation_id=turn.conversation_id)
 
     async def _prepare(
-        self, principal: Principal, question: str, conversation_id: str, policy: ChatPolicy, history: list[Turn],
-        searching: asyncio.Task[tuple[AccessFilter, FoundPassages | None]],
+        self, principal: Principal, question: str, turn: _NewTurn, context: AuditContext, policy: ChatPolicy,
+        history: list[Turn], searching: asyncio.Task[tuple[AccessFilter, FoundPassages | None]],
     ) -> PreparedTurn:
         # Warms the token-count cache for the prompt; not waited for (the model server may be slow or down: the
         # turn then counts, or fails, by itself).
@@ -280,8 +280,18 @@ class ChatService:
         except BaseException:
             searching.cancel()  # this preparation was dropped (too old, or its stream went elsewhere)
             raise
+        early = None
+        head_start_s = self.runtime.settings.chat_answer_head_start_s
+        if head_start_s > 0 and found is not None:
+            # The model is asked now; the stream that takes this preparation shows the answer once it has claimed it.
+            early = self.runner.begin(
+                TurnInput(answer_id=turn.answer_id, principal=principal, question=question, history=history,
+                          policy=policy, access=access, context=context, ephemeral=False,
+                          conversation_id=turn.conversation_id, found=found),
+                head_start_s)
         return PreparedTurn(user_id=principal.user_id, roles=principal.roles, question=question, history=history,
-                            policy=policy, access=access, conversation_id=conversation_id, found=found)
+                            policy=policy, access=access, conversation_id=turn.conversation_id, found=found,
+                            early=early)
 
     @staticmethod
     def _add_turn(
@@ -400,6 +410,8 @@ class ChatService:
             ready = None
         except Exception:  # noqa: BLE001 - preparing is only a head start
             ready = None
+        if ready is not None and ready.early is not None and not ready.fits(principal):
+            ready.early.abandon()
         if ready is None or not ready.fits(principal):
             if not await claiming:
                 return None
@@ -407,9 +419,10 @@ class ChatService:
             return await self._turn_for_claimed(principal, answer_id, context)
         # The model is asked while the claim's UPDATE runs: the turn shows and saves nothing until it is won, and
         # stops (ClaimLost) if another stream won it.
+        early = ready.early if ready.early is not None and ready.early.take() else None
         return TurnInput(answer_id=answer_id, principal=principal, question=ready.question, history=ready.history,
                          policy=ready.policy, access=ready.access, context=context, ephemeral=False,
-                         conversation_id=ready.conversation_id, found=ready.found, claim=claiming)
+                         conversation_id=ready.conversation_id, found=ready.found, claim=claiming, early=early)
 
     async def _turn_for_claimed(self, principal: Principal, answer_id: str, context: AuditContext) -> TurnInput:
         async with self.runtime.db() as session:
@@ -523,7 +536,9 @@ class ChatService:
 
     def _stop_flag(self, turn: TurnInput) -> asyncio.Event:
         """The Stop flag of a claimed turn, registered with the runner; a turn whose claim is still being made gets
-        its own, which the runner registers once the claim is won."""
+        its own (its early answer's, when it has one), which the runner registers once the claim is won."""
+        if turn.early is not None:
+            return turn.early.stop
         return self.runner.local_stop(turn.answer_id) if turn.claim is None else asyncio.Event()
 
     async def _view_of(self, principal: Principal, answer_id: str) -> AnswerView:

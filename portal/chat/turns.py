@@ -124,6 +124,8 @@ class TurnInput:
     # UPDATE runs). The turn shows, saves and registers nothing before the claim is won (then None); a lost claim
     # raises ClaimLost.
     claim: asyncio.Task[bool] | None = None
+    # The model's answer begun when the question was saved (see EarlyAnswer); None: the turn asks the model itself.
+    early: EarlyAnswer | None = None
 
 
 class ClaimLost(Exception):
@@ -149,6 +151,79 @@ def _sources(passages: list[SearchHit], cited: set[int]) -> list[SourceView]:
     ]
 
 
+class EarlyAnswer:
+    """An answer begun by the process that saved its question, before any stream has claimed it: the turn's
+    generation (passages already found, prompt, model) runs in a task and its pieces wait here for the stream that
+    takes it. A real model's time to first token then overlaps the page's round trip to open the stream.
+
+    Taken at most once, within `wait_s` of its start; otherwise it is cancelled, which closes the model request (a
+    stream served by another process, or opened late, asks the model itself). Nothing is shown or saved from here:
+    the stream that takes it does both, after winning the answer's claim."""
+
+    def __init__(self) -> None:
+        self.outcome = TurnOutcome()
+        self.stop = asyncio.Event()  # the turn's Stop flag, registered by the stream that takes it
+        self._pieces: asyncio.Queue[str | None] = asyncio.Queue()  # None: generation ended
+        self._task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._taken = False
+
+    def start(self, generation: AsyncGenerator[str, None], wait_s: float) -> None:
+        async def produce() -> None:
+            try:
+                async with contextlib.aclosing(generation) as pieces:
+                    async for piece in pieces:
+                        self._pieces.put_nowait(piece)
+            finally:
+                self._pieces.put_nowait(None)
+
+        self._task = asyncio.create_task(produce(), name="chat-answer-early")
+        self._task.add_done_callback(consume_exception)
+        self._expiry = asyncio.get_running_loop().call_later(wait_s, self._expire)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._task is not None and self._task.cancelled()
+
+    def take(self) -> bool:
+        """True once, for the stream that takes this answer in time; False when it was taken or abandoned."""
+        if self._taken or self._task is None or self._task.cancelled():
+            return False
+        self._taken = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+        return True
+
+    def _expire(self) -> None:
+        if not self._taken:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Cancel the generation (closing the model request) unless a stream has taken it."""
+        if self._taken:
+            return
+        self._taken = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def pieces(self) -> AsyncGenerator[str, None]:
+        """The pieces as they arrive, for the stream that took this answer; the generation's error, if any."""
+        while (piece := await self._pieces.get()) is not None:
+            yield piece
+        assert self._task is not None
+        if not self._task.cancelled() and (error := self._task.exception()) is not None:
+            raise error
+
+    async def halt(self) -> None:
+        """End the generation now (the reader left, or the claim was lost) and wait until `outcome` holds what
+        arrived."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.wait([self._task])
+
+
 @dataclass(frozen=True)
 class PreparedTurn:
     """What an answer needs before the model is called (history, policy, access filter, passages), worked out by
@@ -163,6 +238,7 @@ class PreparedTurn:
     access: AccessFilter
     conversation_id: str
     found: FoundPassages | None  # None: the search failed here; the stream searches again and reports a failure
+    early: EarlyAnswer | None = None  # the answer begun already (see EarlyAnswer)
 
     def fits(self, principal: Principal) -> bool:
         return principal.user_id == self.user_id and principal.roles == self.roles
@@ -242,6 +318,7 @@ class TurnRunner:
         # Answers' preparations, by answer id (see PreparedTurn).
         self.prepared: HeadStarts[PreparedTurn] = HeadStarts(max_age_s=10.0)
         self._beaten: dict[str, float] = {}  # answer id -> when its heartbeat was last written (monotonic)
+        self._early: set[EarlyAnswer] = set()  # answers begun here and not yet finished
 
     def embed_early(self, question: str) -> None:
         """Start embedding a question as soon as it arrives, while it is saved and the page opens its stream."""
@@ -259,9 +336,30 @@ class TurnRunner:
             self._watcher = asyncio.create_task(self._watch_stop_requests(), name="chat-stop-watcher")
         return event
 
+    def begin(self, turn: TurnInput, wait_s: float) -> EarlyAnswer:
+        """Begin a turn's answer before its stream opens (see EarlyAnswer). The passages' version check is waited for
+        first, so that no stale passage reaches the prompt in the usual case (the stream is still on its way)."""
+        early = EarlyAnswer()
+        found = turn.found
+
+        async def generation() -> AsyncGenerator[str, None]:
+            if found is not None:
+                await asyncio.wait([found.current])
+            async for piece in self._generate(turn, early.stop, early.outcome):
+                yield piece
+
+        early.start(generation(), wait_s)
+        self._early.add(early)
+        assert early._task is not None
+        early._task.add_done_callback(lambda _task: self._early.discard(early))
+        return early
+
     async def close(self) -> None:
         self._early_vectors.clear()
         self.prepared.clear()
+        for early in list(self._early):
+            early.abandon()
+            await early.halt()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(BaseException):
@@ -313,16 +411,22 @@ class TurnRunner:
             self._stops[answer_id].set()
 
     async def run(self, turn: TurnInput, stop: asyncio.Event) -> AsyncGenerator[ChatEvent, None]:
-        outcome = TurnOutcome()
+        """The events of a turn (its generation begun here, or taken over from `turn.early`, whose Stop flag `stop`
+        then is)."""
+        early = turn.early
+        outcome = early.outcome if early is not None else TurnOutcome()
+        generation = early.pieces() if early is not None else self._generate(turn, stop, outcome)
         try:
             try:
-                async with contextlib.aclosing(self._generate(turn, stop, outcome)) as tokens:
+                async with contextlib.aclosing(generation) as tokens:
                     async for token in tokens:
                         await self._own(turn, stop)  # at once after the first token: the claim is then done
                         yield TokenEvent(token)
             except (asyncio.CancelledError, GeneratorExit):
                 # The request running this turn was cut off: keep what arrived, even while being cancelled (if this
                 # stream owns the answer).
+                if early is not None:
+                    await asyncio.shield(early.halt())
                 outcome.status = "incomplete"
                 if turn.claim is not None and await asyncio.shield(turn.claim):
                     turn.claim = None
@@ -334,6 +438,8 @@ class TurnRunner:
             yield SourcesEvent(view.sources)
             yield DoneEvent(view)
         finally:
+            if early is not None:
+                await early.halt()  # a lost claim or a fault: the model request is not left running
             if turn.claim is None:  # only the stream that owns the answer holds its flags here
                 self._stops.pop(turn.answer_id, None)
                 self._beaten.pop(turn.answer_id, None)

@@ -14,8 +14,9 @@ from sqlalchemy.exc import OperationalError
 
 import portal.chat.turns as turns_module
 from portal.audit import AuditContext
-from portal.chat.answering import RateLimited
+from portal.chat.answering import ChatService, RateLimited
 from portal.chat.conversations import ChatNotFound, citations_by_message
+from portal.chat.shared_state import open_shared_state
 from portal.chat.turns import (
     INTERRUPTED,
     LLM_DOWN,
@@ -28,6 +29,7 @@ from portal.chat.turns import (
     live_key,
 )
 from portal.chat.views import ReadableDocuments, stored_answer_view
+from portal.chat.wiring import llm_config
 from portal.db.engine import transaction
 from portal.db.models import (
     AuditEvent,
@@ -41,6 +43,7 @@ from portal.db.models import (
 from portal.principal import Principal
 from rag.chunk import chunk_document
 from rag.ingest import store_chunks
+from rag.llm import LLMClient
 from rag.parse import parse_document
 from rag.sparse import Bm25Encoder
 from tests.chat.helpers import HAND_HYGIENE_POLICY, IndexedDocument, add_person, sample_library
@@ -64,8 +67,11 @@ async def messages_of(env: Any, conversation_id: str) -> list[Message]:
         return list(rows.scalars())
 
 
-async def test_grounded_answer_streams_tokens_then_sources_and_is_saved(make_chat_env: Callable[..., Any]) -> None:
-    env = await make_chat_env()
+@pytest.mark.parametrize("head_start_s", [3.0, 0.0], ids=["model-asked-at-save", "model-asked-by-stream"])
+async def test_grounded_answer_streams_tokens_then_sources_and_is_saved(
+    make_chat_env: Callable[..., Any], head_start_s: float
+) -> None:
+    env = await make_chat_env(chat_answer_head_start_s=head_start_s)
     hygiene, algebra = await sample_library(env.runtime)
     nurse = await add_person(env.runtime, {"nurse"})
     asked = await env.chat.ask(nurse, QUESTION, None, CTX)
@@ -709,10 +715,11 @@ async def test_only_current_document_versions_reach_the_prompt_and_the_sources(
 async def test_a_stale_passage_found_after_the_model_was_asked_is_never_shown(
     make_chat_env: Callable[..., Any],
 ) -> None:
-    """The model is asked while the passages' version check runs. Held here until the model's first token has
-    arrived, the check finds a passage of a version that is not current in the prompt: the model is asked again
-    without it, and nothing of the first try is shown or saved."""
-    env = await make_chat_env()
+    """The stream asks the model while the passages' version check runs (the answer was not begun when its question
+    was saved: that way waits for the check). Held here until the model's first token has arrived, the check finds a
+    passage of a version that is not current in the prompt: the model is asked again without it, and nothing of the
+    first try is shown or saved."""
+    env = await make_chat_env(chat_answer_head_start_s=0)
     hygiene, _algebra = await sample_library(env.runtime)
     new_chunks = await _index_next_version(env, hygiene)
     nurse = await add_person(env.runtime, {"nurse"})
@@ -799,3 +806,85 @@ async def test_two_people_asking_at_once_both_get_whole_answers(make_chat_env: C
         done = events[-1].answer
         tokens = "".join(e.text for e in events if isinstance(e, TokenEvent))
         assert done.status == "complete" and done.notice is None and done.content == tokens and tokens
+
+
+async def test_the_model_is_asked_when_the_question_is_saved_and_shown_once_the_stream_claims_it(
+    make_chat_env: Callable[..., Any],
+) -> None:
+    """The process that saved the question asks the model at once; its tokens wait, neither shown nor saved, until
+    the page's stream claims the answer, and the model is not asked again."""
+    env = await make_chat_env()
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    first_token = asyncio.Event()
+    prompts = _record_prompts(env, first_token)
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    await asyncio.wait_for(first_token.wait(), timeout=60)  # no stream is open yet
+    stored = await messages_of(env, asked.conversation_id)
+    assert [(m.status, m.content) for m in stored] == [("complete", QUESTION), ("pending", "")]
+    async with env.runtime.db() as session:
+        assert await session.get(KeyValue, live_key(asked.answer_id)) is None  # nobody claims to be writing it
+    events = await asyncio.wait_for(collect(env.chat.stream(nurse, asked.answer_id, CTX)), timeout=120)
+    tokens = "".join(e.text for e in events if isinstance(e, TokenEvent))
+    done = events[-1].answer
+    assert tokens and done.status == "complete" and done.content == tokens and done.sources
+    assert len(prompts) == 1, "the stream used the answer begun when the question was saved"
+    answer = (await messages_of(env, asked.conversation_id))[-1]
+    assert (answer.status, answer.content) == ("complete", tokens)
+
+
+async def test_an_answer_begun_early_that_no_stream_takes_in_time_is_cancelled(
+    make_chat_env: Callable[..., Any],
+) -> None:
+    """The page's stream came later than the head start allows: the early model request was closed, and the stream
+    asks the model itself."""
+    env = await make_chat_env(chat_answer_head_start_s=0.2, llm_max_tokens=400)
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    prompts = _record_prompts(env)
+    asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+    early = (await _prepared(env, asked.answer_id)).early
+    assert early is not None
+    await asyncio.sleep(0.6)
+    assert early.cancelled and not early.take()
+    assert len(env.chat.runner._early) == 0
+    events = await asyncio.wait_for(collect(env.chat.stream(nurse, asked.answer_id, CTX)), timeout=120)
+    tokens = "".join(e.text for e in events if isinstance(e, TokenEvent))
+    done = events[-1].answer
+    assert len(prompts) == 2 and prompts[0] == prompts[1]
+    assert tokens and done.status == "complete" and done.content == tokens
+
+
+async def test_a_stream_served_by_another_process_asks_the_model_itself(
+    make_chat_env: Callable[..., Any],
+) -> None:
+    """Several portal processes: the question was saved by one, its stream is served by another. The other claims
+    and writes the answer with its own model request; the first process's early answer shows and saves nothing and
+    its model request is closed when its head start is over."""
+    env = await make_chat_env(chat_answer_head_start_s=0.5, llm_max_tokens=400)
+    await sample_library(env.runtime)
+    nurse = await add_person(env.runtime, {"nurse"})
+    settings = env.runtime.settings
+    elsewhere = ChatService(env.runtime, LLMClient(llm_config(settings)),
+                            open_shared_state(settings.redis_url, env.runtime.db, env.runtime.clock))
+    try:
+        first_token = asyncio.Event()
+        prompts_here = _record_prompts(env, first_token)
+        asked = await env.chat.ask(nurse, QUESTION, None, CTX)
+        early = (await _prepared(env, asked.answer_id)).early
+        assert early is not None
+        await asyncio.wait_for(first_token.wait(), timeout=60)
+        events = await asyncio.wait_for(collect(elsewhere.stream(nurse, asked.answer_id, CTX)), timeout=120)
+        tokens = "".join(e.text for e in events if isinstance(e, TokenEvent))
+        done = events[-1].answer
+        assert tokens and done.status == "complete" and done.content == tokens
+        await asyncio.sleep(0.6)
+        assert len(env.chat.runner._early) == 0, "the early model request is not left running"
+        assert len(prompts_here) == 1  # this process asked once, early, and never showed it
+        answer = (await messages_of(env, asked.conversation_id))[-1]
+        assert (answer.status, answer.content) == ("complete", tokens)
+        async with env.runtime.db() as session:
+            saved = (await session.execute(select(AuditEvent).where(AuditEvent.action == "chat.answer"))).scalars().all()
+        assert len(saved) == 1, "only the stream that claimed the answer saved it"
+    finally:
+        await elsewhere.close()
