@@ -337,18 +337,10 @@ class TurnRunner:
         return event
 
     def begin(self, turn: TurnInput, wait_s: float) -> EarlyAnswer:
-        """Begin a turn's answer before its stream opens (see EarlyAnswer). The passages' version check is waited for
-        first, so that no stale passage reaches the prompt in the usual case (the stream is still on its way)."""
+        """Begin a turn's answer before its stream opens (see EarlyAnswer). As in a stream, the model is asked while
+        the passages' version check runs, and no token is passed on before the check is done."""
         early = EarlyAnswer()
-        found = turn.found
-
-        async def generation() -> AsyncGenerator[str, None]:
-            if found is not None:
-                await asyncio.wait([found.current])
-            async for piece in self._generate(turn, early.stop, early.outcome):
-                yield piece
-
-        early.start(generation(), wait_s)
+        early.start(self._generate(turn, early.stop, early.outcome), wait_s)
         self._early.add(early)
         assert early._task is not None
         early._task.add_done_callback(lambda _task: self._early.discard(early))
