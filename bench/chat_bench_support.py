@@ -69,6 +69,7 @@ class Deployment:
 
     llm_tokens: int
     llm_interval_ms: float
+    llm_first_token_ms: float = 0.0
     extra_env: dict[str, str] = field(default_factory=dict)
     database_url: str | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="enclave-bench-")))
@@ -118,7 +119,8 @@ class Deployment:
         log = open(self.workdir / "instant-llm.log", "ab")  # noqa: SIM115
         self.processes.append(subprocess.Popen(  # noqa: S603
             [sys.executable, str(ROOT / "bench" / "instant_llm.py"), "--port", str(self.llm_port),
-             "--tokens", str(self.llm_tokens), "--interval-ms", str(self.llm_interval_ms)], stdout=log, stderr=log))
+             "--tokens", str(self.llm_tokens), "--interval-ms", str(self.llm_interval_ms),
+             "--first-token-ms", str(self.llm_first_token_ms)], stdout=log, stderr=log))
         wait_http(f"{self.llm_url}/v1/models")
         env = self.env()
         subprocess.run([sys.executable, "-c", "from portal.cli import main; main()", "db", "upgrade"],  # noqa: S603

@@ -23,9 +23,10 @@ MARKER = re.compile(rb"bench-[0-9a-f]{8,32}")
 
 
 class InstantLLM:
-    def __init__(self, tokens: int, interval_s: float) -> None:
+    def __init__(self, tokens: int, interval_s: float, first_token_s: float = 0.0) -> None:
         self.tokens = tokens
         self.interval_s = interval_s
+        self.first_token_s = first_token_s  # a real model's time to first token (prompt processing), when asked
         self.ttft_ms: dict[str, float] = {}
         self.active = 0
 
@@ -89,6 +90,8 @@ class InstantLLM:
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
         self.active += 1
         try:
+            if self.first_token_s:
+                await asyncio.sleep(self.first_token_s)
             for i in range(count):
                 if gone.is_set():
                     return
@@ -114,8 +117,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--interval-ms", type=float, default=20.0)
+    parser.add_argument("--first-token-ms", type=float, default=0.0, help="wait before the first token (default none)")
     args = parser.parse_args()
-    app = InstantLLM(args.tokens, args.interval_ms / 1000)
+    app = InstantLLM(args.tokens, args.interval_ms / 1000, args.first_token_ms / 1000)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, lifespan="on")
 
 
