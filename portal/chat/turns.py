@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
@@ -168,7 +168,9 @@ class EarlyAnswer:
         self._expiry: asyncio.TimerHandle | None = None
         self._taken = False
 
-    def start(self, generation: AsyncGenerator[str, None], wait_s: float) -> None:
+    def start(self, generation: AsyncGenerator[str, None], wait_s: float, when_done: Callable[[], None]) -> None:
+        """Run `generation` until it ends or this answer is abandoned; `when_done` is called once it is over."""
+
         async def produce() -> None:
             try:
                 async with contextlib.aclosing(generation) as pieces:
@@ -179,6 +181,7 @@ class EarlyAnswer:
 
         self._task = asyncio.create_task(produce(), name="chat-answer-early")
         self._task.add_done_callback(consume_exception)
+        self._task.add_done_callback(lambda _task: when_done())
         self._expiry = asyncio.get_running_loop().call_later(wait_s, self._expire)
 
     @property
@@ -340,10 +343,8 @@ class TurnRunner:
         """Begin a turn's answer before its stream opens (see EarlyAnswer). As in a stream, the model is asked while
         the passages' version check runs, and no token is passed on before the check is done."""
         early = EarlyAnswer()
-        early.start(self._generate(turn, early.stop, early.outcome), wait_s)
         self._early.add(early)
-        assert early._task is not None
-        early._task.add_done_callback(lambda _task: self._early.discard(early))
+        early.start(self._generate(turn, early.stop, early.outcome), wait_s, lambda: self._early.discard(early))
         return early
 
     async def close(self) -> None:
