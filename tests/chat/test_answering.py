@@ -661,13 +661,18 @@ async def _index_next_version(env: Any, document: IndexedDocument) -> set[str]:
     return {c.chunk_id for c in chunks}
 
 
-def _record_prompts(env: Any, first_token: asyncio.Event | None = None) -> list[str]:
-    """The text of every prompt the (real) model is sent; `first_token` is set when a first token arrives."""
+def _record_prompts(
+    env: Any, first_token: asyncio.Event | None = None, asked: asyncio.Event | None = None
+) -> list[str]:
+    """The text of every prompt the (real) model is sent; `first_token` is set when a first token arrives, `asked`
+    when a prompt is sent."""
     prompts: list[str] = []
     stream_chat = env.chat.llm.stream_chat
 
     async def recording(messages: Any, **kwargs: Any) -> Any:
         prompts.append("\n".join(str(m["content"]) for m in messages))
+        if asked is not None:
+            asked.set()
         async for piece in stream_chat(messages, **kwargs):
             if first_token is not None and isinstance(piece, str):
                 first_token.set()
@@ -821,7 +826,7 @@ async def test_the_model_is_asked_when_the_question_is_saved_and_shown_once_the_
 ) -> None:
     """The process that saved the question asks the model at once; its tokens wait, neither shown nor saved, until
     the page's stream claims the answer, and the model is not asked again."""
-    env = await make_chat_env()
+    env = await make_chat_env(chat_answer_head_start_s=60)  # however slow this machine's model is to its first token
     await sample_library(env.runtime)
     nurse = await add_person(env.runtime, {"nurse"})
     first_token = asyncio.Event()
@@ -876,12 +881,12 @@ async def test_a_stream_served_by_another_process_asks_the_model_itself(
     elsewhere = ChatService(env.runtime, LLMClient(llm_config(settings)),
                             open_shared_state(settings.redis_url, env.runtime.db, env.runtime.clock))
     try:
-        first_token = asyncio.Event()
-        prompts_here = _record_prompts(env, first_token)
+        model_asked = asyncio.Event()
+        prompts_here = _record_prompts(env, asked=model_asked)
         asked = await env.chat.ask(nurse, QUESTION, None, CTX)
         early = (await _prepared(env, asked.answer_id)).early
         assert early is not None
-        await asyncio.wait_for(first_token.wait(), timeout=60)
+        await asyncio.wait_for(model_asked.wait(), timeout=60)  # the first process has asked the model
         events = await asyncio.wait_for(collect(elsewhere.stream(nurse, asked.answer_id, CTX)), timeout=120)
         tokens = "".join(e.text for e in events if isinstance(e, TokenEvent))
         done = events[-1].answer
