@@ -728,10 +728,10 @@ async def test_only_current_document_versions_reach_the_prompt_and_the_sources(
 async def test_a_stale_passage_found_after_the_model_was_asked_is_never_shown(
     make_chat_env: Callable[..., Any],
 ) -> None:
-    """The stream asks the model while the passages' version check runs (the answer was not begun when its question
-    was saved: that way waits for the check). Held here until the model's first token has arrived, the check finds a
-    passage of a version that is not current in the prompt: the model is asked again without it, and nothing of the
-    first try is shown or saved."""
+    """The stream asks the model while the passages' version check runs (the head start is off here; an answer begun
+    early goes the same way through `_generate`). Held here until the model's first token has arrived, the check
+    finds a passage of a version that is not current in the prompt: the model is asked again without it, and nothing
+    of the first try is shown or saved."""
     env = await make_chat_env(chat_answer_head_start_s=0)
     hygiene, _algebra = await sample_library(env.runtime)
     new_chunks = await _index_next_version(env, hygiene)
