@@ -410,9 +410,9 @@ class ChatService:
             ready = None
         except Exception:  # noqa: BLE001 - preparing is only a head start
             ready = None
-        if ready is not None and ready.early is not None and not ready.fits(principal):
-            ready.early.abandon()
         if ready is None or not ready.fits(principal):
+            if ready is not None and ready.early is not None:
+                ready.early.abandon()  # begun for this person's earlier roles (or someone else)
             if not await claiming:
                 return None
             # Claimed, but what was prepared is not for this person's current roles: work it out now.

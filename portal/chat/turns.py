@@ -182,7 +182,7 @@ class EarlyAnswer:
         self._task = asyncio.create_task(produce(), name="chat-answer-early")
         self._task.add_done_callback(consume_exception)
         self._task.add_done_callback(lambda _task: when_done())
-        self._expiry = asyncio.get_running_loop().call_later(wait_s, self._expire)
+        self._expiry = asyncio.get_running_loop().call_later(wait_s, self.abandon)
 
     @property
     def cancelled(self) -> bool:
@@ -196,10 +196,6 @@ class EarlyAnswer:
         if self._expiry is not None:
             self._expiry.cancel()
         return True
-
-    def _expire(self) -> None:
-        if not self._taken:
-            self.abandon()
 
     def abandon(self) -> None:
         """Cancel the generation (closing the model request) unless a stream has taken it."""
