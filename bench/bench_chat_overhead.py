@@ -37,12 +37,15 @@ from bench.lean_http import LeanClient  # noqa: E402
 
 
 async def first_token(
-    client: LeanClient, keep_reading: bool, on_first: asyncio.Event | None = None
+    client: LeanClient, keep_reading: bool, on_first: asyncio.Event | None = None, open_delay_s: float = 0.0
 ) -> tuple[float, str, bool]:
-    """Ask, open the stream; return (seconds from POST to first token event, marker, stream ended cleanly)."""
+    """Ask, open the stream (`open_delay_s` after the POST's answer, as a browser over a network would); return
+    (seconds from POST to first token event, marker, stream ended cleanly)."""
     marker = new_marker()
     started = time.perf_counter()
     stream_url = await ask(client, marker)
+    if open_delay_s:
+        await asyncio.sleep(open_delay_s)
     first_at = 0.0
     ended = False
     tail = b""

@@ -19,12 +19,12 @@ import asyncio
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.chat_bench_support import Deployment, ask, lean_copy, new_marker, percentile  # noqa: E402
+from bench.bench_chat_overhead import first_token  # noqa: E402
+from bench.chat_bench_support import Deployment, lean_copy, percentile  # noqa: E402
 from bench.lean_http import LeanClient  # noqa: E402
 
 SIDES = {"head_start": "3", "no_head_start": "0"}
@@ -32,14 +32,8 @@ SIDES = {"head_start": "3", "no_head_start": "0"}
 
 async def first_token_seen(client: LeanClient, open_delay_s: float) -> float:
     """Seconds from the POST to the first token event, the stream opened `open_delay_s` after the POST's answer."""
-    started = time.perf_counter()
-    stream_url = await ask(client, new_marker())
-    await asyncio.sleep(open_delay_s)
-    async with client.stream("GET", stream_url, {"accept": "text/event-stream"}) as (_status, _headers, chunks):
-        async for chunk in chunks:
-            if b"event: token" in chunk:
-                return time.perf_counter() - started
-    raise RuntimeError("the stream ended without a token")
+    elapsed, _marker, _ended = await first_token(client, keep_reading=False, open_delay_s=open_delay_s)
+    return elapsed
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
